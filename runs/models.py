@@ -236,6 +236,9 @@ class Phase(models.Model):
 
     state = models.CharField(max_length=16, choices=PhaseState.choices, default=PhaseState.QUEUED)
     attempt_count = models.PositiveIntegerField(default=0)
+    attempt_base = models.PositiveIntegerField(
+        default=0, help_text="attempt_count when an operator last requeued; limits count attempts since then."
+    )
     revision_epoch = models.PositiveIntegerField(default=0)
     escalation_level = models.PositiveIntegerField(default=0)
     last_failure_reason = models.TextField(blank=True, default="")
@@ -285,6 +288,10 @@ class Phase(models.Model):
 
     def can_requeue(self) -> bool:
         return self.state in (PhaseState.BLOCKED, PhaseState.FAILED)
+
+    @property
+    def attempts_since_requeue(self) -> int:
+        return self.attempt_count - self.attempt_base
 
     @property
     def deliverables(self) -> list[str]:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/auth/", include("accounts.urls")),
+    path("api/executor/", include("runs.executor_urls")),
     path("api/", include("runs.api_urls")),
     path("api/telemetry/", include("telemetry.api_urls")),
     path("api/research/", include("research.api_urls")),

@@ -18,10 +18,19 @@ def _database_ok() -> bool:
 
 
 def _queue_ok() -> bool:
-    """The django-q2 broker answers: Redis ping, or the ORM broker's table is readable."""
+    """The django-q2 broker answers: Redis ping, or the ORM broker's table is readable.
+
+    The ORM broker's own ``ping()`` always says yes, so for it we read its queue table instead.
+    """
     try:
         from django_q.brokers import get_broker
+        from django_q.conf import Conf
 
+        if Conf.ORM:
+            from django_q.models import OrmQ
+
+            OrmQ.objects.using(Conf.ORM).only("pk").first()
+            return True
         return bool(get_broker().ping())
     except Exception:
         return False

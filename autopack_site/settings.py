@@ -30,6 +30,7 @@ except EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+(DATA_DIR / "staticfiles").mkdir(exist_ok=True)  # whitenoise warns at start-up when it is missing
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
@@ -212,3 +213,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- API, accounts and security settings live beside this file --------------------------------
+from autopack_site.settings_api import *  # noqa: E402,F403

@@ -271,9 +271,7 @@ class Phase(models.Model):
             models.UniqueConstraint(fields=["run", "phase_id"], name="phase_unique_run_phase_id"),
             models.UniqueConstraint(fields=["run", "sequence"], name="phase_unique_run_sequence"),
             # At most one phase of a run executes at a time: the database enforces it, not only the claimer.
-            models.UniqueConstraint(
-                fields=["run"], condition=Q(state="executing"), name="phase_one_executing_per_run"
-            ),
+            models.UniqueConstraint(fields=["run"], condition=Q(state="executing"), name="phase_one_executing_per_run"),
         ]
         indexes = [
             models.Index(fields=["state", "run", "sequence"], name="phase_claim_order"),

@@ -14,9 +14,14 @@ from runs.services.control import (
     run_resume,
     run_start,
 )
+from runs.services.plan import ImportResult, PlanInvalid, plan_import, plan_validate
 from runs.services.transitions import phase_transition, run_transition
 
 __all__ = [
+    "ImportResult",
+    "PlanInvalid",
+    "plan_import",
+    "plan_validate",
     "phase_requeue",
     "phase_skip",
     "phase_transition",

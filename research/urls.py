@@ -1,3 +1,12 @@
-from django.urls import path  # noqa: F401
+"""Dashboard build-history browser."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from research import views
+
+app_name = "research"
+
+urlpatterns = [
+    path("history/", views.history_list, name="history"),
+    path("history/<int:entry_id>/", views.history_detail, name="history-entry"),
+]

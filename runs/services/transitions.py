@@ -77,7 +77,20 @@ def run_transition(
             update.append(name)
         run.save(update_fields=sorted(set(update)))
         RunTransition.objects.create(run=run, from_state=from_state, to_state=to_state, actor=actor, reason=reason)
+        if run.is_finished:
+            _after_commit_task("research.tasks.run_finished", run.pk)
         return run
+
+
+def _after_commit_task(task: str, *args: Any) -> None:
+    """Hand follow-up work (ledger write-back, memory) to the queue once the state change is durable."""
+
+    def enqueue() -> None:
+        from django_q.tasks import async_task
+
+        async_task(task, *args)
+
+    transaction.on_commit(enqueue)
 
 
 def phase_transition(

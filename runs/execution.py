@@ -1,0 +1,433 @@
+"""Django glue around the framework-free engine: build the spec, record the trajectory, run a claimed phase.
+
+- ``build_phase_spec(phase_id)``: a ``PhaseSpec`` from the Phase, its Run and Project, settings and prices.
+- ``DjangoRecorder``: stage events through ``phase_report_event`` (under the claim epoch), telemetry rows
+  through ``telemetry.services``; telemetry failures are logged, never fatal to the attempt.
+- ``provider_from_settings``: the LLM provider (Anthropic, a replayed cassette, or recording either).
+- ``execute_claim(claim, *, worker, provider=None, control=None)``: run the engine for a claimed phase and
+  apply its outcome with ``phase_finish``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from django.conf import settings
+
+from autopack_site.lib.errors import DomainError
+from runs.engine.circuit import CircuitBreaker
+from runs.engine.outcome import PhaseOutcome
+from runs.engine.pipeline import run_attempt, workspace_for
+from runs.engine.providers import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
+from runs.engine.recorder import Escalation, Estimation, LlmCall
+from runs.engine.spec import DEFAULT_LADDER, DEFAULT_MODELS, Budgets, CiSpec, History, PhaseSpec
+from runs.models import Phase, PhaseState, Run, RunState
+from runs.services.leases import Claim, phase_finish, phase_report_event
+
+logger = logging.getLogger(__name__)
+_replay_providers: dict[str, ReplayProvider] = {}
+_replay_lock = threading.Lock()
+
+
+# --- the spec -------------------------------------------------------------------------------------------------
+
+
+def _autopack(name: str, default: Any) -> Any:
+    return settings.AUTOPACK.get(name, default)
+
+
+def _models(run: Run) -> dict[str, dict[str, str]]:
+    configured = _autopack("MODELS", DEFAULT_MODELS)
+    models = {role: dict(table) for role, table in configured.items()}
+    for role, table in (run.model_mapping or {}).items():
+        if role in models and isinstance(table, dict):
+            models[role].update({key: value for key, value in table.items() if isinstance(value, str)})
+    return models
+
+
+def _prices(models: dict[str, dict[str, str]], ladder: list[str]) -> dict[str, dict[str, float]]:
+    """Per-million prices of the models this phase may use, from the telemetry price table (if installed)."""
+    try:
+        from telemetry.pricing import model_price
+    except ImportError:
+        return {}
+    names = {model for table in models.values() for model in table.values()} | set(ladder)
+    prices = {}
+    for name in sorted(names):
+        price = model_price(name)
+        if price is not None:
+            prices[name] = {
+                "input": float(price.input_per_mtok),
+                "output": float(price.output_per_mtok),
+                "cache_write": float(price.cache_write_per_mtok),
+                "cache_read": float(price.cache_read_per_mtok),
+            }
+    return prices
+
+
+def _research_context(phase: Phase, paths: list[str]) -> tuple[str, str]:
+    """Build-history insights and the goal anchor, when the research app provides them (never fatal)."""
+    goal = phase.run.goal
+    try:
+        from research.insights import builder_insights, goal_anchor
+    except ImportError:
+        return "", goal
+    try:
+        insights = builder_insights(project_id=phase.run.project_id, category=phase.category, paths=paths, goal=goal)
+    except Exception:  # noqa: BLE001 - insights are a hint; a broken index must not stop a phase
+        logger.warning("builder insights failed for phase %s", phase.pk, exc_info=True)
+        insights = ""
+    return insights, goal_anchor(goal)
+
+
+def _replays(run: Run) -> dict[str, Any] | None:
+    override = (run.model_mapping or {}).get("provider")
+    return override if isinstance(override, dict) else None
+
+
+def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> PhaseSpec:
+    """The phase as the engine sees it. A run that replays a cassette gets no live insights by default: its
+    prompts must be exactly the recorded ones."""
+    phase = Phase.objects.select_related("run__project").get(pk=phase_id)
+    run, project = phase.run, phase.run.project
+    override = _replays(run)
+    if with_insights is None:
+        with_insights = override is None
+    scope = phase.scope or {}
+    ci = dict(scope.get("ci") or {})
+    models = _models(run)
+    ladder = list(_autopack("ESCALATION_LADDER", DEFAULT_LADDER))
+    deliverables = list(scope.get("deliverables", []))
+    paths = list(scope.get("paths", []))
+    insights, anchor = _research_context(phase, paths + deliverables) if with_insights else ("", run.goal)
+    return PhaseSpec(
+        run_id=run.pk,
+        phase_pk=phase.pk,
+        phase_id=phase.phase_id,
+        name=phase.name,
+        attempt_id=None,
+        claim_epoch=phase.claim_epoch,
+        description=phase.description,
+        category=phase.category,
+        complexity=phase.complexity,
+        scope_paths=paths,
+        read_only_context=list(scope.get("read_only_context", [])),
+        deliverables=deliverables,
+        acceptance_criteria=list(scope.get("acceptance_criteria", [])),
+        allow_test_edits=bool(scope.get("allow_test_edits")),
+        allow_noop=bool(scope.get("allow_noop")),
+        ci=CiSpec.from_dict(ci),
+        project_slug=project.slug,
+        repository_path=project.repository_path,
+        base_branch=project.base_branch,
+        branch=run.branch or run.default_branch_name(),
+        protected_paths=list(project.protected_paths or []),
+        default_test_command=project.default_test_command,
+        goal=run.goal,
+        goal_anchor=anchor,
+        insights=insights,
+        provider=provider_name_for_run(run),
+        provider_cassette=str((override or {}).get("cassette") or ""),
+        models=models,
+        escalation_ladder=ladder,
+        prices=_prices(models, ladder),
+        budgets=Budgets(
+            run_token_cap=run.token_cap,
+            run_usd_cap=float(run.usd_cap),
+            run_tokens_used=run.tokens_used,
+            run_cost_usd=float(run.cost_usd),
+            phase_token_cap=int(_autopack("PHASE_TOKEN_CAP", 1_000_000)),
+            phase_usd_cap=float(_autopack("PHASE_USD_CAP", 10)),
+            phase_tokens_used=phase.tokens_used,
+            phase_cost_usd=float(phase.cost_usd),
+        ),
+        history=History(
+            attempt_number=max(phase.attempts_since_requeue, 1),
+            attempt_count=max(phase.attempt_count - 1, 0),
+            max_attempts=int(_autopack("MAX_ATTEMPTS", 5)),
+            revision_epoch=phase.revision_epoch,
+            escalation_level=phase.escalation_level,
+            budget_override=phase.budget_override,
+            builder_hint=phase.builder_hint,
+            last_failure_reason=phase.last_failure_reason,
+            failure_fingerprints=list(phase.failure_fingerprints or []),
+            phase_doctor_calls=phase.doctor_calls,
+            run_doctor_calls=run.doctor_calls,
+        ),
+    )
+
+
+# --- the recorder ---------------------------------------------------------------------------------------------
+
+
+class StopSource(Protocol):
+    def should_stop(self) -> str: ...
+
+
+class DjangoRecorder:
+    """Writes the trajectory as AttemptEvents and the telemetry rows; knows when to stop."""
+
+    def __init__(
+        self,
+        phase_id: int,
+        epoch: int,
+        attempt_id: int | None,
+        *,
+        worker: str | None = None,
+        control: StopSource | None = None,
+    ) -> None:
+        self.phase_id = phase_id
+        self.epoch = epoch
+        self.attempt_id = attempt_id
+        self.worker = worker
+        self.control = control
+        phase = Phase.objects.select_related("run").get(pk=phase_id)
+        self.run_id = phase.run_id
+        self.project_id = phase.run.project_id
+        self.category, self.complexity = phase.category, phase.complexity
+        self.calls = 0
+        self.lost = False
+
+    def _links(self) -> dict[str, Any]:
+        return {
+            "project_id": self.project_id,
+            "run_id": self.run_id,
+            "phase_id": self.phase_id,
+            "attempt_id": self.attempt_id,
+        }
+
+    def event(self, stage: str, kind: str, data: dict[str, Any], blob: bytes | None = None) -> None:
+        if hasattr(self.control, "stage"):
+            self.control.stage = stage  # the heartbeat reports where the attempt is
+        try:
+            phase_report_event(
+                phase_id=self.phase_id,
+                epoch=self.epoch,
+                stage=stage,
+                kind=kind,
+                data=data,
+                blob=blob,
+                worker=self.worker,
+            )
+        except DomainError:
+            self.lost = True  # stale epoch: the lease is gone; the attempt stops at the next boundary
+
+    def _telemetry(self, name: str, **fields: Any) -> None:
+        try:
+            from telemetry import services
+        except ImportError:
+            return
+        try:
+            getattr(services, name)(**fields, **self._links())
+        except Exception:  # noqa: BLE001 - losing a telemetry row must not lose the attempt
+            logger.warning("telemetry %s failed for phase %s", name, self.phase_id, exc_info=True)
+
+    def llm_call(self, call: LlmCall) -> None:
+        self.calls += 1
+        request_id = call.request_id
+        if call.provider != "anthropic" or not request_id:
+            # Replayed and scripted calls repeat their recorded ids; each replay is still a call of its own.
+            request_id = f"{call.provider}:{self.attempt_id}:{self.calls}:{request_id}"
+        # Replayed and scripted calls stand for calls to the model's vendor: price them as such.
+        provider = "anthropic" if call.model.startswith("claude") else call.provider
+        self._telemetry(
+            "usage_record",
+            provider=provider,
+            model=call.model,
+            role=call.role,
+            request_id=request_id,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cache_creation_tokens=call.cache_creation_tokens,
+            cache_read_tokens=call.cache_read_tokens,
+            latency_ms=call.latency_ms,
+            stop_reason=call.stop_reason,
+        )
+
+    def estimation(self, estimation: Estimation) -> None:
+        self._telemetry(
+            "estimation_record",
+            category=estimation.category,
+            complexity=estimation.complexity,
+            deliverable_count=estimation.deliverable_count,
+            predicted=estimation.predicted,
+            actual=estimation.actual,
+            selected_budget=estimation.selected_budget,
+            final_ceiling=estimation.final_ceiling,
+            truncated=estimation.truncated,
+            model=estimation.model,
+            phase_overhead=estimation.phase_overhead,
+        )
+
+    def escalation(self, escalation: Escalation) -> None:
+        if escalation.kind == "token_budget":
+            self._telemetry(
+                "escalation_record",
+                reason=escalation.reason,
+                from_budget=int(escalation.from_value),
+                to_budget=int(escalation.to_value),
+                output_tokens_used=escalation.used,
+            )
+        else:
+            self._telemetry(
+                "escalation_record",
+                reason=escalation.reason,
+                from_model=escalation.from_value,
+                to_model=escalation.to_value,
+            )
+
+    def hardening(self, *, pattern_id: str, mitigated: bool, doctor_tokens_avoided: int, detail: str) -> None:
+        # Telemetry makes its own counterfactual estimate of the Doctor tokens avoided (from recorded calls).
+        self._telemetry("hardening_record", pattern=pattern_id, mitigated=mitigated, detail=detail, error_text=detail)
+
+    def doctor_outcome(self, *, action: str, confidence: float, parsed: bool, tokens: int) -> None:
+        self._telemetry(
+            "doctor_outcome_record",
+            action=action,
+            confidence=confidence if parsed else None,
+            tokens=tokens,
+            error_text="" if parsed else "unparseable doctor answer",
+        )
+
+    def context(self, *, tokens_included: int, tokens_avoided: int, files: int, files_cut: int) -> None:
+        self._telemetry(
+            "context_record",
+            tokens_included=tokens_included,
+            tokens_avoided=tokens_avoided,
+            files_included=files,
+            files_cut=files_cut,
+        )
+
+    def should_stop(self) -> str:
+        if self.lost:
+            return "lease_lost"
+        if self.control is not None:
+            return self.control.should_stop()
+        # No heartbeat thread told us: ask the database (one small query per stage boundary).
+        row = Phase.objects.filter(pk=self.phase_id).values_list("claim_epoch", "state", "run__state").first()
+        if row is None or row[0] != self.epoch or row[1] != PhaseState.EXECUTING:
+            return "lease_lost"
+        return "" if row[2] == RunState.RUNNING else str(row[2])
+
+
+# --- providers ------------------------------------------------------------------------------------------------
+
+
+def _cassette_path(cassette: str | Path) -> Path:
+    path = Path(cassette)
+    return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+
+def replay_provider(cassette: str | Path, *, run_id: int | None = None) -> ReplayProvider:
+    """One replay per (cassette, run) per process: a run's repeated identical requests get successive recordings."""
+    path = str(_cassette_path(cassette).resolve())
+    key = f"{path}#{run_id}"
+    with _replay_lock:
+        if key not in _replay_providers:
+            _replay_providers[key] = ReplayProvider(path)
+        return _replay_providers[key]
+
+
+def provider_from_settings(
+    *, name: str | None = None, cassette: str | None = None, record: str | None = None, run: Run | None = None
+) -> LLMProvider:
+    """The provider for a run: explicit arguments, then the run's own mapping, then ``AUTOPACK["LLM_PROVIDER"]``.
+
+    A run whose ``model_mapping`` carries ``{"provider": {"name": "replay", "cassette": "demo/cassette.jsonl"}}``
+    replays that cassette (the demo seeds one so ``make run`` works without an API key).
+    """
+    override = (run.model_mapping or {}).get("provider") if run is not None else None
+    if name is None and isinstance(override, dict):
+        name, cassette = override.get("name"), cassette or override.get("cassette")
+    name = name or ("replay" if cassette else str(_autopack("LLM_PROVIDER", "anthropic")))
+    if name == "replay":
+        if not cassette:
+            raise ValueError("the replay provider needs a cassette")
+        provider: LLMProvider = replay_provider(cassette, run_id=run.pk if run is not None else None)
+    elif name == "anthropic":
+        provider = AnthropicProvider(
+            api_key=os.environ.get("ANTHROPIC_API_KEY") or None, base_url=os.environ.get("ANTHROPIC_BASE_URL") or None
+        )
+    else:
+        raise ValueError(f"unknown LLM provider {name!r}")
+    return RecordingProvider(provider, _cassette_path(record)) if record else provider
+
+
+def provider_name_for_run(run: Run) -> str:
+    """The provider a run's phases call: the run's own override, else ``AUTOPACK["LLM_PROVIDER"]``."""
+    override = _replays(run)
+    if override and override.get("name"):
+        return str(override["name"])
+    return str(_autopack("LLM_PROVIDER", "anthropic"))
+
+
+def provider_circuit_open(run: Run) -> bool:
+    """True while the circuit of the run's provider is open: the claimer should skip the run's phases."""
+    return circuit_breaker().is_open(provider_name_for_run(run))
+
+
+def circuit_breaker() -> CircuitBreaker:
+    """The per-provider breaker shared by every worker on this machine (state under DATA_DIR/circuit)."""
+    return CircuitBreaker(
+        Path(settings.DATA_DIR) / "circuit",
+        threshold=int(_autopack("CIRCUIT_THRESHOLD", 3)),
+        cool_down=float(_autopack("CIRCUIT_COOL_DOWN_SECONDS", 60)),
+    )
+
+
+# --- execution ------------------------------------------------------------------------------------------------
+
+
+def execute_claim(
+    claim: Claim,
+    *,
+    worker: str,
+    provider: LLMProvider | None = None,
+    control: Any = None,
+    with_insights: bool | None = None,
+) -> PhaseOutcome:
+    """Run one attempt of the claimed phase and apply the outcome; ``StaleEpoch`` if the lease was lost.
+
+    ``control`` (the drain's ClaimControl) tells the engine to stop at the next stage boundary; without it the
+    recorder asks the database.
+    """
+    run = Run.objects.get(pk=claim.run_id)
+    spec = build_phase_spec(claim.phase_id, with_insights=with_insights)
+    spec.attempt_id, spec.claim_epoch = claim.attempt_id, claim.claim_epoch
+    # Local paths only: a remote executor's spec leaves them empty and the engine uses its workspaces dir.
+    spec.artifacts_dir = str(Path(settings.DATA_DIR) / "artifacts")
+    spec.cache_dir = str(Path(settings.DATA_DIR) / "baselines")
+    recorder = DjangoRecorder(claim.phase_id, claim.claim_epoch, claim.attempt_id, worker=worker, control=control)
+    if provider is None:
+        provider = provider_from_settings(run=run)
+    workspace = workspace_for(spec, settings.AUTOPACK["WORKSPACES_DIR"])
+    outcome = run_attempt(spec, workspace=workspace, provider=provider, recorder=recorder, circuit=circuit_breaker())
+    context = outcome.summary.get("context")
+    if context:
+        recorder.context(
+            tokens_included=context["tokens"],
+            tokens_avoided=context["tokens_avoided"],
+            files=context["files"],
+            files_cut=context["files_cut"],
+        )
+    phase_finish(phase_id=claim.phase_id, epoch=claim.claim_epoch, outcome=outcome, worker=worker)
+    _record_outcome(recorder, spec, outcome)
+    return outcome
+
+
+def _record_outcome(recorder: DjangoRecorder, spec: PhaseSpec, outcome: PhaseOutcome) -> None:
+    timings = outcome.summary.get("timings", {})
+    recorder._telemetry(
+        "phase_outcome_record",
+        outcome=outcome.kind.value,
+        reason=outcome.reason[:2000],
+        category=spec.category,
+        complexity=spec.complexity,
+        attempt_number=spec.history.attempt_number,
+        tokens=outcome.input_tokens + outcome.output_tokens,
+        duration_ms=timings.get("total_ms"),
+    )

@@ -37,6 +37,12 @@ def run_pause(*, run_id: int, actor: str, reason: str = "paused by operator") ->
 
 def run_resume(*, run_id: int, actor: str) -> Run:
     with transaction.atomic():
+        if not _locked_run(run_id).can_resume():
+            run = Run.objects.get(pk=run_id)
+            raise IllegalTransition(
+                f"run {run_id} is {run.state}; only a paused run can be resumed",
+                details={"from": run.state, "to": RunState.RUNNING},
+            )
         run = run_transition(run_id=run_id, to_state=RunState.RUNNING, actor=actor, reason="resumed")
         _enqueue_after_commit(run.pk)
     return run

@@ -51,10 +51,12 @@ def test_pause_then_resume_returns_to_running() -> None:
     assert list(run.transitions.values_list("to_state", flat=True)) == ["paused", "running"]
 
 
-def test_resume_of_a_running_run_is_refused() -> None:
-    run = make_run(state=RunState.RUNNING)
-    with pytest.raises(IllegalTransition):
+@pytest.mark.parametrize("state", [RunState.RUNNING, RunState.QUEUED])
+def test_resume_of_a_run_that_is_not_paused_is_refused(state: str) -> None:
+    run = make_run(state=state)
+    with pytest.raises(IllegalTransition, match=f"run {run.pk} is {state}; only a paused run can be resumed"):
         run_resume(run_id=run.pk, actor="user:a")
+    assert run.__class__.objects.get(pk=run.pk).state == state
 
 
 def test_cancel_skips_queued_phases_and_leaves_the_executing_one_to_its_worker() -> None:

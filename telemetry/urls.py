@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+"""Dashboard telemetry page."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from telemetry import views
+
+app_name = "telemetry"
+
+urlpatterns = [
+    path("telemetry/", views.telemetry_overview, name="overview"),
+]

@@ -169,10 +169,11 @@ REDIS_URL = env_str("REDIS_URL")
 Q_CLUSTER = {
     "name": "autopack",
     "workers": Q_WORKERS,
-    # A task may run for at most `timeout` seconds; `retry` must be longer so that a slow task is never
-    # handed to a second worker while the first still runs it.
-    "timeout": 600,
-    "retry": 720,
+    # A task runs one phase attempt (LLM calls plus the project's tests) and may take up to `timeout`
+    # seconds; `retry` must be longer so that a slow task is never handed to a second worker while the
+    # first still runs it. Leases, not the broker, are what make a lost task safe to run again.
+    "timeout": 1800,
+    "retry": 2000,
     "max_attempts": 3,
     "ack_failures": True,
     "catch_up": False,
@@ -197,6 +198,8 @@ AUTOPACK = {
         "auditor": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-5", "high": "claude-sonnet-4-5"},
         "doctor": {"low": "claude-sonnet-4-5", "medium": "claude-sonnet-4-5", "high": "claude-opus-4-1"},
     },
+    "WORKER_ENGINE": env_str("AUTOPACK_WORKER_ENGINE", "pipeline"),
+    "ENQUEUE_TASKS": env_bool("AUTOPACK_ENQUEUE_TASKS", True),
     "ESCALATION_LADDER": ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"],
 }
 

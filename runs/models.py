@@ -276,6 +276,12 @@ class Phase(models.Model):
         indexes = [
             models.Index(fields=["state", "run", "sequence"], name="phase_claim_order"),
             models.Index(fields=["state", "lease_expires_at"], name="phase_lease_expiry"),
+            # The claim looks up each running run's first open phase; this keeps that one index probe.
+            models.Index(
+                fields=["run", "sequence"],
+                condition=Q(state__in=["queued", "executing", "blocked", "failed"]),
+                name="phase_open_by_run",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -14,10 +14,28 @@ from runs.services.control import (
     run_resume,
     run_start,
 )
+from runs.services.leases import (
+    Claim,
+    Heartbeat,
+    leases_reap,
+    phase_claim,
+    phase_finish,
+    phase_heartbeat,
+    phase_release,
+    phase_report_event,
+)
 from runs.services.plan import ImportResult, PlanInvalid, plan_import, plan_validate
 from runs.services.transitions import phase_transition, run_transition
 
 __all__ = [
+    "Claim",
+    "Heartbeat",
+    "leases_reap",
+    "phase_claim",
+    "phase_finish",
+    "phase_heartbeat",
+    "phase_release",
+    "phase_report_event",
     "ImportResult",
     "PlanInvalid",
     "plan_import",

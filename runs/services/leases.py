@@ -30,7 +30,6 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, OuterRef, Subquery
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from autopack_site.lib.errors import NotFound, PermissionDenied, StaleEpoch
@@ -146,11 +145,8 @@ def phase_claim(*, worker: str, runs: list[int] | None = None, lease_seconds: in
 def _lock_next_runnable(runs: list[int] | None) -> Phase | None:
     if connection.vendor == "postgresql":
         # One round trip: find the heads of running runs, lock the first queued one nobody else holds.
-        sql, params = _candidates_sql_postgres(runs)
-        rows = Phase.objects.select_for_update(skip_locked=True, of=("self",)).filter(
-            pk__in=RawSQL(sql, params), state=PhaseState.QUEUED, run__state=RunState.RUNNING
-        )
-        return rows.order_by("run_id").first()
+        sql, params = _claim_sql_postgres(runs)
+        return next(iter(Phase.objects.raw(sql, params)), None)
     # SQLite has no row locks: compare-and-swap on the fencing token decides who owns the phase.
     for phase in Phase.objects.filter(
         pk__in=_candidate_phase_ids(runs), state=PhaseState.QUEUED, run__state=RunState.RUNNING
@@ -176,23 +172,31 @@ def _candidate_phase_ids(runs: list[int] | None) -> list[int]:
     )
 
 
-# Walk running runs oldest first (index run_state_created) and probe each one's first open phase (index
-# phase_open_by_run); LIMIT stops the walk early, so the cost does not grow with the queue's depth.
-_CANDIDATES_SQL = """
-SELECT head.id FROM {run} r
-CROSS JOIN LATERAL (
-    SELECT p.id, p.state FROM {phase} p
-    WHERE p.run_id = r.id AND p.state IN ('queued', 'executing', 'blocked', 'failed')
-    ORDER BY p.sequence LIMIT 1
-) head
-WHERE r.state = 'running' AND head.state = 'queued' {only_runs}
-ORDER BY r.created_at, r.id
-LIMIT %s
+# Walk running runs oldest first (index run_state_created), probe each one's first open phase (index
+# phase_open_by_run) and stop after a few queued heads, so the cost does not grow with the queue's depth;
+# then lock the first of those nobody else holds. Plain SQL: the ORM cannot say LATERAL, and this keeps
+# the statement small to plan, since it runs for every claim.
+_CLAIM_SQL = """
+SELECT phase.* FROM {phase} phase
+WHERE phase.state = 'queued' AND phase.id IN (
+    SELECT head.id FROM {run} r
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.state FROM {phase} p
+        WHERE p.run_id = r.id AND p.state IN ('queued', 'executing', 'blocked', 'failed')
+        ORDER BY p.sequence LIMIT 1
+    ) head
+    WHERE r.state = 'running' AND head.state = 'queued' {only_runs}
+    ORDER BY r.created_at, r.id
+    LIMIT %s
+)
+ORDER BY phase.run_id
+LIMIT 1
+FOR UPDATE OF phase SKIP LOCKED
 """
 
 
-def _candidates_sql_postgres(runs: list[int] | None) -> tuple[str, list[Any]]:
-    sql = _CANDIDATES_SQL.format(
+def _claim_sql_postgres(runs: list[int] | None) -> tuple[str, list[Any]]:
+    sql = _CLAIM_SQL.format(
         run=Run._meta.db_table, phase=Phase._meta.db_table, only_runs="AND r.id = ANY(%s)" if runs else ""
     )
     return sql, ([list(runs), CANDIDATES_PER_CLAIM] if runs else [CANDIDATES_PER_CLAIM])
@@ -410,7 +414,7 @@ def _record_attempt(*, phase: Phase, epoch: int, outcome: PhaseOutcome) -> None:
     )
 
 
-def _accumulate_usage(*, phase: Phase, outcome: PhaseOutcome, delta: _RunDelta) -> dict[str, Any]:
+def _accumulate_usage(*, phase: Phase, outcome: PhaseOutcome, delta: _RunDelta) -> None:
     delta.tokens = int(outcome.input_tokens) + int(outcome.output_tokens)
     delta.cost = Decimal(str(outcome.cost_usd or "0"))
     delta.doctor_calls = 1 if outcome.doctor_called else 0

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from accounts.services import api_key_create
+from runs.executor_client import Backoff, ExecutorClient, ExecutorError, LeaseGone
+from runs.models import AttemptEvent, Phase, PhaseState, RunState
+from tests.factories import make_run, make_user
+
+
+def flaky_server(failures: list[int | str]) -> httpx.MockTransport:
+    """Answers with the listed failures first (status codes, or "drop" for a dropped connection), then 204."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if failures:
+            failure = failures.pop(0)
+            if failure == "drop":
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(failure)
+        return httpx.Response(204)
+
+    return httpx.MockTransport(handle)
+
+
+def test_server_errors_are_retried_with_growing_jittered_backoff():
+    slept: list[float] = []
+    backoff = Backoff(base=0.5, cap=4.0, sleep=slept.append)
+    client = ExecutorClient(
+        "http://127.0.0.1:9/api/executor/",
+        "ak_x",
+        worker="w",
+        backoff=backoff,
+        transport=flaky_server([503, "drop", 500, 502, 504]),
+    )
+    assert client.claim() is None
+    assert len(slept) == 5
+    assert all(0 <= delay <= min(4.0, 0.5 * 2**n) for n, delay in enumerate(slept))
+
+
+def test_retrying_gives_up_after_the_time_budget():
+    backoff = Backoff(base=1.0, cap=1.0, max_elapsed=2.0, sleep=lambda _: None)
+    backoff.rng.seed(3)
+    client = ExecutorClient(
+        "http://127.0.0.1:9/", "ak_x", worker="w", backoff=backoff, transport=flaky_server([503] * 100)
+    )
+    with pytest.raises(ExecutorError, match="gave up"):
+        client.claim()
+
+
+def test_a_conflict_is_not_retried_and_means_the_lease_is_gone():
+    calls = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(409, json={"error": {"code": "stale_epoch"}})
+
+    client = ExecutorClient("http://127.0.0.1:9/", "ak_x", worker="w", transport=httpx.MockTransport(handle))
+    with pytest.raises(LeaseGone):
+        client.post("phases/1/heartbeat", {})
+    assert len(calls) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_executor_command_drains_runs_over_http(live_server, tmp_path):
+    run = make_run(state=RunState.RUNNING, phases=3)
+    _, key = api_key_create(owner=make_user(staff=True), name="remote", scopes=["executor"])
+    out = StringIO()
+    call_command(
+        "executor",
+        "--api",
+        f"{live_server.url}/api/executor/",
+        "--key",
+        key,
+        "--engine",
+        "noop",
+        "--until-empty",
+        "--worker-id",
+        "remote-box",
+        "--workspaces",
+        str(tmp_path),
+        stdout=out,
+    )
+    assert out.getvalue().count(": complete") == 3
+    run.refresh_from_db()
+    assert run.state == RunState.COMPLETE
+    assert set(Phase.objects.filter(run=run).values_list("state", flat=True)) == {PhaseState.COMPLETE}
+    assert AttemptEvent.objects.filter(attempt__phase__run=run, stage="build").count() == 3
+    worker = Phase.objects.filter(run=run).first().attempts.get().worker
+    assert worker.startswith("key:") and worker.endswith("/remote-box-0")

@@ -15,6 +15,8 @@ from runs.engine.ci import (
     CiRun,
     compute_delta,
     needs_rerun,
+    pytest_node_id,
+    rerun_plan,
     run_tests,
     scrubbed_environment,
     severity_for,
@@ -76,7 +78,12 @@ def test_a_regression_is_classified_exactly_against_failing_and_flaky_baseline_t
     init.write_text(init.read_text().replace("return 2 * x", "return 3 * x"))  # the regression
     after = run_tests(root=baseline_repo, plan=plan, ci=ci, artifacts_dir=tmp_path / "a", label="after")
     assert needs_rerun(baseline, after)
-    rerun = run_tests(root=baseline_repo, plan=plan, ci=ci, artifacts_dir=tmp_path / "a", label="rerun")
+    new = sorted(after.failing() - baseline.failing())
+    assert new == ["tests.test_flaky::test_sometimes", "tests.test_pkg::test_double"]
+    again = rerun_plan(plan, new, baseline_repo)
+    assert again.command.endswith(" tests/test_flaky.py::test_sometimes tests/test_pkg.py::test_double")
+    rerun = run_tests(root=baseline_repo, plan=again, ci=ci, artifacts_dir=tmp_path / "a", label="rerun")
+    assert sorted(rerun.results) == new  # only the new failures ran again, not the whole suite
     delta = compute_delta(baseline, after, rerun, ci)
     assert delta.still_failing == ["tests.test_pkg::test_known_bug_one", "tests.test_pkg::test_known_bug_two"]
     assert delta.flaky == ["tests.test_flaky::test_sometimes"]
@@ -244,3 +251,22 @@ def test_the_baseline_is_cached_per_commit_and_command(tmp_path):
 )
 def test_severity_grows_with_the_number_of_persistent_new_failures(count, severity):
     assert severity_for(count) == severity
+
+
+def test_junit_ids_map_back_to_pytest_node_ids_through_the_files_that_exist(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests/test_x.py").write_text("")
+    assert pytest_node_id("tests.test_x::test_a[1-2]", tmp_path) == "tests/test_x.py::test_a[1-2]"
+    assert pytest_node_id("tests.test_x.TestA::test_b", tmp_path) == "tests/test_x.py::TestA::test_b"
+    assert pytest_node_id("tests.test_gone::test_a", tmp_path) is None
+    assert pytest_node_id("(suite)", tmp_path) is None
+
+
+def test_other_toolchains_and_unmappable_tests_re_run_the_whole_command(tmp_path):
+    (tmp_path / "test_x.py").write_text("")
+    npm = plan_for("npm test", junit_glob="junit.xml")
+    assert rerun_plan(npm, ["suite::test_a"], tmp_path).command == "npm test"
+    pytest = CiPlan(f"{PYTEST} --junitxml={{junit}}", "pip install -r r.txt", "", "", "phase", None)
+    assert rerun_plan(pytest, ["test_gone::test_a"], tmp_path).command == pytest.command
+    only = rerun_plan(pytest, ["test_x::test_a"], tmp_path)
+    assert only.command == f"{pytest.command} test_x.py::test_a" and only.install_command == ""

@@ -52,7 +52,9 @@ class ApiKeyScope(models.TextChoices):
 class ApiKeyQuerySet(models.QuerySet):
     def usable(self) -> ApiKeyQuerySet:
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
 
 
 class ApiKey(models.Model):
@@ -92,3 +94,51 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class LoginFailure(models.Model):
+    """One failed password login; counted per username over a sliding window to lock brute force out.
+
+    Kept in the database rather than the cache so that every API process sees the same count.
+    """
+
+    username = models.CharField(max_length=150)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["username", "created_at"], name="loginfailure_user_time")]
+
+    def __str__(self) -> str:
+        return f"{self.username} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Invitation(models.Model):
+    """A single-use invitation to register; only its SHA-256 hash is stored, the token is shown once."""
+
+    email = models.EmailField()
+    token_hash = models.CharField(max_length=64, unique=True)
+    project = models.ForeignKey("runs.Project", null=True, blank=True, on_delete=models.CASCADE)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="invitations_sent"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"invitation for {self.email}"
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.expires_at > timezone.now()

@@ -20,6 +20,8 @@ try:
     API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", _base.DATA_UPLOAD_MAX_MEMORY_SIZE, minimum=1024)
     LOGIN_LOCKOUT_FAILURES = env_int("LOGIN_LOCKOUT_FAILURES", 10, minimum=1)
     LOGIN_LOCKOUT_WINDOW_SECONDS = env_int("LOGIN_LOCKOUT_WINDOW_SECONDS", 3600, minimum=1)
+    # Reverse proxies in front of the API; 0 means X-Forwarded-For is ignored (a client could forge it).
+    _NUM_PROXIES = env_int("API_NUM_PROXIES", 0, minimum=0)
 except EnvError as _exc:
     raise ImproperlyConfigured(str(_exc)) from _exc
 if _ACCESS_MINUTES > 5:
@@ -55,6 +57,9 @@ REST_FRAMEWORK = {
         "anon": env_str("API_ANON_RATE", "60/min"),
         "login": env_str("API_LOGIN_RATE", "30/min"),
     },
+    "DEFAULT_SCHEMA_CLASS": "autopack_site.api_errors.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "autopack_site.api_pagination.CursorPagination",
+    "NUM_PROXIES": _NUM_PROXIES,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
@@ -74,13 +79,26 @@ SIMPLE_JWT = {
     "CHECK_REVOKE_TOKEN": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
-JWT_KEY_ID = _JWT_KEYS.kid
 
 SPECTACULAR_SETTINGS = {
     **_base.SPECTACULAR_SETTINGS,
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "RunStateEnum": "runs.models.RunState",
+        "PhaseStateEnum": "runs.models.PhaseState",
+        "AttemptStatusEnum": "runs.models.AttemptStatus",
+        "ProjectRoleEnum": "accounts.models.Role",
+        "ApiKeyScopeEnum": "accounts.models.ApiKeyScope",
+        "LedgerEntryStatusEnum": "research.models.EntryStatus",
+    },
     "SCHEMA_PATH_PREFIX": r"/api/",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "autopack_site.api_errors.integer_id_parameters",
+    ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
 }
+
+# `from autopack_site.settings_api import *` brings in the settings only, not the helpers imported above.
+__all__ = [name for name in dir() if name.isupper()]

@@ -1,3 +1,13 @@
-from django.urls import path  # noqa: F401
+"""The runs API under ``/api/``: projects, runs, phases, attempts."""
 
-urlpatterns: list = []
+from rest_framework.routers import SimpleRouter
+
+from runs import api
+
+router = SimpleRouter()
+router.register("projects", api.ProjectViewSet, basename="project")
+router.register("runs", api.RunViewSet, basename="run")
+router.register("phases", api.PhaseViewSet, basename="phase")
+router.register("attempts", api.AttemptViewSet, basename="attempt")
+
+urlpatterns = router.urls

@@ -1,0 +1,246 @@
+"""Executor API load on gunicorn + PostgreSQL: requests/s and p95/p99 latency at an offered rate.
+
+    .venv/bin/python bench/api_load.py                          # 200 req/s offered for 30 s
+    .venv/bin/python bench/api_load.py --rate 300 --seconds 20 --gunicorn-workers 4
+
+Creates its own database (``bench_api``), seeds ``--runs`` running runs of ``--phases`` phases and one
+executor API key per simulated executor, starts gunicorn on a free 127.0.0.1 port, and drives mixed
+executor traffic: each simulated executor loops claim → heartbeat ×3 → events ×5 → finish (complete),
+the request mix of a real remote executor, paced so that all executors together offer ``--rate``
+requests per second (open loop: a slow response does not slow the offered rate down, it queues).
+Latency is measured per request from the moment it was due to be sent (so queueing shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _pgdb import ROOT, bench_database  # noqa: E402
+
+HEARTBEATS_PER_PHASE = 3
+EVENTS_PER_PHASE = 5
+
+
+def seed(*, runs: int, phases: int, executors: int) -> list[str]:
+    """Running runs with queued phases, and one executor key per simulated executor."""
+    from accounts.models import User
+    from accounts.services import api_key_create
+    from runs.models import Phase, Project, Run, RunState, Tier
+
+    owner = User.objects.create_user("bench-executor", password=secrets.token_urlsafe(16), is_staff=True)
+    project = Project.objects.create(name="Bench", slug="bench", repository_path="/nonexistent")
+    run_rows = Run.objects.bulk_create(
+        Run(project=project, name=f"run-{n}", state=RunState.RUNNING, plan_sha256=f"{n:064x}", phases_total=phases)
+        for n in range(runs)
+    )
+    tiers = Tier.objects.bulk_create(Tier(run=run, index=0, tier_id="T1", name="Tier 1") for run in run_rows)
+    Phase.objects.bulk_create(
+        Phase(run=run, tier=tier, phase_id=f"P{i + 1}", index=i, sequence=i, name=f"Phase {i + 1}")
+        for run, tier in zip(run_rows, tiers, strict=True)
+        for i in range(phases)
+    )
+    return [api_key_create(owner=owner, name=f"executor-{n}", scopes=["executor"])[1] for n in range(executors)]
+
+
+# --- the executor protocol over HTTP -------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    service: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter = field(default_factory=Counter)
+    sent: int = 0
+
+    def record(self, name: str, status: int, latency: float, service: float) -> None:
+        with self.lock:
+            self.latencies[name].append(latency)
+            self.service[name].append(service)
+            self.statuses[(name, status)] += 1
+            self.sent += 1
+
+
+class Executor(threading.Thread):
+    """One remote executor: its own key and connection, sending at ``interval`` on a fixed schedule."""
+
+    def __init__(self, *, base: str, key: str, number: int, interval: float, deadline: float, stats: Stats) -> None:
+        super().__init__(daemon=True)
+        # http.client rather than a richer client: the load generator shares the CPUs with the server.
+        host, port = base.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.headers = {"Authorization": f"Api-Key {key}", "Content-Type": "application/json"}
+        self.worker = f"bench-host-{number}"
+        self.interval, self.deadline, self.stats = interval, deadline, stats
+        # Stagger the executors so that their requests interleave instead of arriving in bursts.
+        self.next_due = time.perf_counter() + interval * number / 16
+
+    def request(self, name: str, path: str, payload: dict) -> tuple[int, dict]:
+        now = time.perf_counter()
+        if now < self.next_due:
+            time.sleep(self.next_due - now)
+        due, sent = self.next_due, time.perf_counter()
+        self.next_due += self.interval
+        self.connection.request("POST", path, body=json.dumps(payload), headers=self.headers)
+        response = self.connection.getresponse()
+        raw = response.read()
+        done = time.perf_counter()
+        self.stats.record(name, response.status, done - due, done - sent)
+        is_json = (response.getheader("Content-Type") or "").startswith("application/json")
+        return response.status, json.loads(raw) if raw and is_json else {}
+
+    def run(self) -> None:
+        while time.perf_counter() < self.deadline:
+            self.one_phase()
+
+    def one_phase(self) -> None:
+        status, body = self.request("claim", "/api/executor/claim", {"worker": self.worker})
+        if status != 200:
+            return
+        phase, epoch = body["claim"]["phase_id"], body["claim"]["claim_epoch"]
+        base = f"/api/executor/phases/{phase}"
+        for beat in range(HEARTBEATS_PER_PHASE):
+            self.request("heartbeat", f"{base}/heartbeat", {"epoch": epoch, "worker": self.worker, "stage": f"s{beat}"})
+        for number in range(EVENTS_PER_PHASE):
+            event = {"epoch": epoch, "worker": self.worker, "stage": "builder", "kind": "info", "data": {"n": number}}
+            self.request("events", f"{base}/events", event)
+        outcome = {"kind": "complete", "reason": "bench", "commit_sha": "0" * 40}
+        self.request("finish", f"{base}/finish", {"epoch": epoch, "worker": self.worker, "outcome": outcome})
+
+
+# --- gunicorn ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gunicorn(*, database_url: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AUTOPACK_DATA_DIR": data_dir,
+        "DJANGO_DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "API_KEY_RATE": "100000/min",
+    }
+    command = [
+        str(ROOT / ".venv/bin/gunicorn"),
+        "autopack_site.wsgi:application",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        "--log-level=warning",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    import httpx
+
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+def report(stats: Stats, *, seconds: float, rate: float) -> dict:
+    everything = [value for values in stats.latencies.values() for value in values]
+    service = [value for values in stats.service.values() for value in values]
+    result = {
+        "offered_rate": rate,
+        "achieved_rate": round(stats.sent / seconds, 1),
+        "requests": stats.sent,
+        "p50_ms": round(percentile(everything, 0.50) * 1000, 1),
+        "p95_ms": round(percentile(everything, 0.95) * 1000, 1),
+        "p99_ms": round(percentile(everything, 0.99) * 1000, 1),
+        # From sending to the response, leaving out time spent waiting behind this executor's previous request.
+        "service_p95_ms": round(percentile(service, 0.95) * 1000, 1),
+        "service_p99_ms": round(percentile(service, 0.99) * 1000, 1),
+        "by_endpoint": {
+            name: {
+                "requests": len(values),
+                "p95_ms": round(percentile(values, 0.95) * 1000, 1),
+                "p99_ms": round(percentile(values, 0.99) * 1000, 1),
+                "service_p50_ms": round(percentile(stats.service[name], 0.50) * 1000, 1),
+                "service_p95_ms": round(percentile(stats.service[name], 0.95) * 1000, 1),
+            }
+            for name, values in sorted(stats.latencies.items())
+        },
+        "statuses": {f"{name} {status}": count for (name, status), count in sorted(stats.statuses.items())},
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=200.0, help="offered requests per second, all executors")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--executors", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--phases", type=int, default=40)
+    parser.add_argument("--gunicorn-workers", type=int, default=4)
+    args = parser.parse_args()
+
+    with bench_database("bench_api") as database_url, tempfile.TemporaryDirectory() as data_dir:
+        keys = seed(runs=args.runs, phases=args.phases, executors=args.executors)
+        from django.db import connections
+
+        connections.close_all()
+        port = free_port()
+        server = start_gunicorn(database_url=database_url, data_dir=data_dir, port=port, workers=args.gunicorn_workers)
+        try:
+            stats = Stats()
+            deadline = time.perf_counter() + args.seconds
+            interval = args.executors / args.rate
+            executors = [
+                Executor(
+                    base=f"http://127.0.0.1:{port}",
+                    key=key,
+                    number=n,
+                    interval=interval,
+                    deadline=deadline,
+                    stats=stats,
+                )
+                for n, key in enumerate(keys)
+            ]
+            started = time.perf_counter()
+            for executor in executors:
+                executor.start()
+            for executor in executors:
+                executor.join()
+            print(json.dumps(report(stats, seconds=time.perf_counter() - started, rate=args.rate), indent=2))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

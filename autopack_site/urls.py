@@ -18,3 +18,7 @@ urlpatterns = [
     path("", include("telemetry.urls")),
     path("", include("research.urls")),
 ]
+
+# JSON errors under /api/, the normal pages elsewhere.
+handler404 = "autopack_site.api_errors.not_found"
+handler500 = "autopack_site.api_errors.server_error"

@@ -11,6 +11,13 @@ from typing import Any
 SCHEDULES: dict[str, dict[str, Any]] = {
     # The backstop reaper: claimers also reap in passing, so recovery does not wait for this minute tick.
     "runs.reap_leases": {"func": "runs.tasks.reap_leases", "schedule_type": "I", "minutes": 1, "repeats": -1},
+    # Rotated refresh tokens are blacklisted; without a sweep their tables grow forever.
+    "accounts.flush_expired_tokens": {
+        "func": "django.core.management.call_command",
+        "args": "'flushexpiredtokens'",
+        "schedule_type": "D",
+        "repeats": -1,
+    },
 }
 
 

@@ -24,6 +24,14 @@ def _isolated_data_dir(settings, tmp_path) -> None:
     }
 
 
+@pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    """Rate-limit counters live in the cache; no test may inherit another's counts."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     if connection.vendor == "postgresql":
         return

@@ -16,7 +16,9 @@ PRODUCTION = {
 
 
 def _manage(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in {"DJANGO_DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}}
+    # Playwright tests set DJANGO_ALLOW_ASYNC_UNSAFE for the live server; a deployment never has it.
+    unsafe = {"DJANGO_DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    base = {k: v for k, v in os.environ.items() if k not in unsafe}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,

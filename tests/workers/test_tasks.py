@@ -26,6 +26,7 @@ def test_schedules_are_declared_once_however_often_they_are_ensured():
     ensure_schedules()
     schedule = Schedule.objects.get(name="runs.reap_leases")
     assert (schedule.func, schedule.schedule_type, schedule.minutes) == ("runs.tasks.reap_leases", "I", 1)
+    assert Schedule.objects.filter(name="accounts.flush_expired_tokens", schedule_type="D").count() == 1
 
 
 def test_a_run_start_enqueues_its_work_after_commit(settings, django_capture_on_commit_callbacks):

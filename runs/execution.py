@@ -4,8 +4,9 @@
 - ``DjangoRecorder``: stage events through ``phase_report_event`` (under the claim epoch), telemetry rows
   through ``telemetry.services``; telemetry failures are logged, never fatal to the attempt.
 - ``provider_from_settings``: the LLM provider (Anthropic, a replayed cassette, or recording either).
-- ``execute_claim(claim, *, worker, provider=None, control=None)``: run the engine for a claimed phase and
-  apply its outcome with ``phase_finish``.
+- ``execute_claim(claim, *, worker, provider=None, control=None)``: run the engine for a claimed phase (or, for
+  a research phase, a research session) and apply its outcome with ``phase_finish``; then record goal drift
+  (advisory) and enqueue ``research.tasks.attempt_finished`` after commit.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.db import transaction
 
 from autopack_site.lib.errors import DomainError
 from runs.engine.circuit import CircuitBreaker
-from runs.engine.outcome import PhaseOutcome
+from runs.engine.doctor import failure_fingerprint
+from runs.engine.outcome import OutcomeKind, PhaseOutcome
 from runs.engine.pipeline import run_attempt, workspace_for
 from runs.engine.providers import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from runs.engine.recorder import Escalation, Estimation, LlmCall
 from runs.engine.spec import DEFAULT_LADDER, DEFAULT_MODELS, Budgets, CiSpec, History, PhaseSpec
-from runs.models import Phase, PhaseState, Run, RunState
+from runs.models import Attempt, AttemptStatus, Phase, PhaseState, Run, RunState
 from runs.services.leases import Claim, phase_finish, phase_report_event
 
 logger = logging.getLogger(__name__)
@@ -69,19 +72,64 @@ def _prices(models: dict[str, dict[str, str]], ladder: list[str]) -> dict[str, d
     return prices
 
 
+RESEARCH_NOTE = (
+    "Phases of this category failed repeatedly in this project lately. Before changing code, check the "
+    "build-history insights above and the project's docs for what went wrong; consider asking for a research "
+    "phase if the approach is unclear. (Advisory.)"
+)
+
+
 def _research_context(phase: Phase, paths: list[str]) -> tuple[str, str]:
-    """Build-history insights and the goal anchor, when the research app provides them (never fatal)."""
+    """Build-history insights (with a research recommendation when the category keeps failing) and the goal
+    anchor, when the research app provides them (never fatal)."""
     goal = phase.run.goal
     try:
-        from research.insights import builder_insights, goal_anchor
+        from research.insights import builder_insights, goal_anchor, needs_research_step
     except ImportError:
         return "", goal
+    project_id = phase.run.project_id
     try:
-        insights = builder_insights(project_id=phase.run.project_id, category=phase.category, paths=paths, goal=goal)
+        insights = builder_insights(project_id=project_id, category=phase.category, paths=paths, goal=goal)
+        if needs_research_step(project_id=project_id, category=phase.category):
+            insights = f"{insights}\n\n{RESEARCH_NOTE}".strip()
     except Exception:  # noqa: BLE001 - insights are a hint; a broken index must not stop a phase
         logger.warning("builder insights failed for phase %s", phase.pk, exc_info=True)
         insights = ""
     return insights, goal_anchor(goal)
+
+
+def _research_reports(run: Run) -> str:
+    """Reports of the run's finished research phases (the run's own output, so replays get them too)."""
+    try:
+        from research.sessions import research_report_for_run
+    except ImportError:
+        return ""
+    return research_report_for_run(run.pk)
+
+
+def _calibrated_overheads() -> dict[str, int]:
+    """The token estimator's calibrated phase overheads ({} when none applied, or telemetry is absent)."""
+    try:
+        from telemetry.calibration import current_overheads
+    except ImportError:
+        return {}
+    overheads = current_overheads()
+    return {str(key): int(value) for key, value in overheads.items() if isinstance(value, int | float)}
+
+
+def _ci_overrides(phase: Phase) -> dict[str, str]:
+    """What failure hardening changed in the CI settings, as of the phase's last judged attempt."""
+    summary = (
+        Attempt.objects.filter(phase=phase, status__in=[AttemptStatus.FAILED, AttemptStatus.SUCCEEDED])
+        .order_by("-number")
+        .values_list("summary", flat=True)
+        .first()
+    )
+    overrides = (summary or {}).get("ci_overrides") if isinstance(summary, dict) else None
+    if not isinstance(overrides, dict):
+        return {}
+    known = set(CiSpec.__dataclass_fields__)
+    return {str(key): value for key, value in overrides.items() if key in known and isinstance(value, str)}
 
 
 def _replays(run: Run) -> dict[str, Any] | None:
@@ -90,15 +138,19 @@ def _replays(run: Run) -> dict[str, Any] | None:
 
 
 def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> PhaseSpec:
-    """The phase as the engine sees it. A run that replays a cassette gets no live insights by default: its
-    prompts must be exactly the recorded ones."""
+    """The phase as the engine sees it. A run that replays a cassette gets no live insights and no calibrated
+    estimator by default: its prompts (and max_tokens) must be exactly the recorded ones.
+
+    Failure hardening's ``ci_overrides`` from the last judged attempt are applied to the CI settings.
+    """
     phase = Phase.objects.select_related("run__project").get(pk=phase_id)
     run, project = phase.run, phase.run.project
     override = _replays(run)
     if with_insights is None:
         with_insights = override is None
     scope = phase.scope or {}
-    ci = dict(scope.get("ci") or {})
+    overrides = _ci_overrides(phase)
+    ci = {**dict(scope.get("ci") or {}), **overrides}
     models = _models(run)
     ladder = list(_autopack("ESCALATION_LADDER", DEFAULT_LADDER))
     deliverables = list(scope.get("deliverables", []))
@@ -135,6 +187,8 @@ def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> Pha
         models=models,
         escalation_ladder=ladder,
         prices=_prices(models, ladder),
+        estimator_overheads=_calibrated_overheads() if with_insights else {},
+        research=_research_reports(run),
         budgets=Budgets(
             run_token_cap=run.token_cap,
             run_usd_cap=float(run.usd_cap),
@@ -157,6 +211,7 @@ def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> Pha
             failure_fingerprints=list(phase.failure_fingerprints or []),
             phase_doctor_calls=phase.doctor_calls,
             run_doctor_calls=run.doctor_calls,
+            ci_overrides=overrides,
         ),
     )
 
@@ -311,7 +366,8 @@ class DjangoRecorder:
         row = Phase.objects.filter(pk=self.phase_id).values_list("claim_epoch", "state", "run__state").first()
         if row is None or row[0] != self.epoch or row[1] != PhaseState.EXECUTING:
             return "lease_lost"
-        return "" if row[2] == RunState.RUNNING else str(row[2])
+        # A pause only stops new claims: the executing attempt finishes (DESIGN.md, run_pause).
+        return "" if row[2] in (RunState.RUNNING, RunState.PAUSED) else str(row[2])
 
 
 # --- providers ------------------------------------------------------------------------------------------------
@@ -393,7 +449,7 @@ def execute_claim(
     """Run one attempt of the claimed phase and apply the outcome; ``StaleEpoch`` if the lease was lost.
 
     ``control`` (the drain's ClaimControl) tells the engine to stop at the next stage boundary; without it the
-    recorder asks the database.
+    recorder asks the database. A research phase runs a research session instead of the Builder.
     """
     run = Run.objects.get(pk=claim.run_id)
     spec = build_phase_spec(claim.phase_id, with_insights=with_insights)
@@ -402,10 +458,15 @@ def execute_claim(
     spec.artifacts_dir = str(Path(settings.DATA_DIR) / "artifacts")
     spec.cache_dir = str(Path(settings.DATA_DIR) / "baselines")
     recorder = DjangoRecorder(claim.phase_id, claim.claim_epoch, claim.attempt_id, worker=worker, control=control)
-    if provider is None:
-        provider = provider_from_settings(run=run)
-    workspace = workspace_for(spec, settings.AUTOPACK["WORKSPACES_DIR"])
-    outcome = run_attempt(spec, workspace=workspace, provider=provider, recorder=recorder, circuit=circuit_breaker())
+    if spec.category == RESEARCH_CATEGORY:
+        outcome = _research_attempt(spec, recorder)
+    else:
+        if provider is None:
+            provider = provider_from_settings(run=run)
+        workspace = workspace_for(spec, settings.AUTOPACK["WORKSPACES_DIR"])
+        outcome = run_attempt(
+            spec, workspace=workspace, provider=provider, recorder=recorder, circuit=circuit_breaker()
+        )
     context = outcome.summary.get("context")
     if context:
         recorder.context(
@@ -416,7 +477,90 @@ def execute_claim(
         )
     phase_finish(phase_id=claim.phase_id, epoch=claim.claim_epoch, outcome=outcome, worker=worker)
     _record_outcome(recorder, spec, outcome)
+    if claim.attempt_id is not None:
+        attempt_followups(attempt_id=claim.attempt_id, goal=run.goal, description=spec.description, diff=outcome.diff)
     return outcome
+
+
+def attempt_followups(*, attempt_id: int, goal: str, description: str, diff: str) -> None:
+    """After ``phase_finish``: record goal drift when there is a diff (advisory) and, after commit, enqueue
+    ``research.tasks.attempt_finished``. The executor API calls it for remotely executed attempts too."""
+    if diff:
+        _record_goal_drift(attempt_id, goal=goal, description=description, diff=diff)
+    _enqueue_attempt_finished(attempt_id)
+
+
+RESEARCH_CATEGORY = "research"
+
+
+def _research_attempt(spec: PhaseSpec, recorder: DjangoRecorder) -> PhaseOutcome:
+    """A research phase: its question is answered from the project's corpora and the report is its output."""
+    from research.sessions import research_phase_execute
+
+    stop = recorder.should_stop()
+    if stop:
+        return PhaseOutcome(kind=OutcomeKind.ABANDONED, reason=f"stopped before research: {stop}")
+    try:
+        with transaction.atomic():
+            session = research_phase_execute(phase_id=spec.phase_pk)
+    except Exception as error:  # noqa: BLE001 - a failed session is a failed attempt, retried by the policy
+        logger.warning("research phase %s failed", spec.phase_pk, exc_info=True)
+        detail = f"research failed: {type(error).__name__}: {error}"[:2000]
+        recorder.event("research", "failed", {"error": detail})
+        return PhaseOutcome(
+            kind=OutcomeKind.RETRY,
+            reason=detail,
+            failure_fingerprint=failure_fingerprint("research_failed", f"{type(error).__name__}: {error}"),
+            summary={"research": {"error": detail}},
+        )
+    summary = {
+        "research": {
+            "session_id": session.pk,
+            "quality_score": session.quality_score,
+            "report_chars": len(session.report),
+            "embedder": session.embedder,
+        }
+    }
+    recorder.event("research", "report", summary["research"], session.report.encode("utf-8"))
+    return PhaseOutcome(kind=OutcomeKind.COMPLETE, reason=f"research session #{session.pk} stored", summary=summary)
+
+
+def diff_summary(diff: str, *, max_chars: int = 2000) -> str:
+    """The files a diff touches and the lines it adds: what goal drift compares with the run's goal."""
+    files = [line[6:] for line in diff.splitlines() if line.startswith("+++ b/")]
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    text = "Files: " + ", ".join(files) + "\n" + "\n".join(line for line in added if line)
+    return text[:max_chars]
+
+
+def _record_goal_drift(attempt_id: int, *, goal: str, description: str, diff: str) -> None:
+    """Advisory: how far the change drifts from the run's goal. It only records, so replays run it too."""
+    try:
+        from research.services import goal_drift_record
+    except ImportError:
+        return
+    try:
+        with transaction.atomic():
+            goal_drift_record(attempt_id=attempt_id, goal=goal, text=f"{description}\n{diff_summary(diff)}")
+    except Exception:  # noqa: BLE001 - advisory: never fails the phase
+        logger.warning("goal drift check failed for attempt %s", attempt_id, exc_info=True)
+
+
+def _enqueue_attempt_finished(attempt_id: int) -> None:
+    """After commit, let the research app remember what the attempt teaches (failures, Doctor hints).
+
+    Not tied to ``ENQUEUE_TASKS`` (which is about run work): like the run's ``run_finished``, it is memory.
+    """
+
+    def enqueue() -> None:
+        try:
+            from django_q.tasks import async_task
+
+            async_task("research.tasks.attempt_finished", attempt_id, group=f"attempt-{attempt_id}")
+        except Exception:  # noqa: BLE001 - memory is a nicety; a broker hiccup must not fail the worker
+            logger.warning("could not enqueue attempt_finished for attempt %s", attempt_id, exc_info=True)
+
+    transaction.on_commit(enqueue)
 
 
 def _record_outcome(recorder: DjangoRecorder, spec: PhaseSpec, outcome: PhaseOutcome) -> None:

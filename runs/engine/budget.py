@@ -82,7 +82,11 @@ def _exists(root: Path | None, path: str) -> bool:
     return root is not None and (root / path).exists()
 
 
-def phase_overhead(category: str, complexity: str) -> int:
+def phase_overhead(category: str, complexity: str, overheads: dict[str, int] | None = None) -> int:
+    """The fixed output of a phase; a calibrated value (``{"category/complexity": tokens}``) wins."""
+    calibrated = (overheads or {}).get(f"{category}/{complexity}")
+    if isinstance(calibrated, int | float) and calibrated >= 0:
+        return int(calibrated)
     base = _OVERHEAD_BY_COMPLEXITY.get(complexity, _OVERHEAD_BY_COMPLEXITY["medium"])
     return int(base * _OVERHEAD_CATEGORY_FACTOR.get(category, 1.0))
 
@@ -123,8 +127,10 @@ def estimate_tokens(
     description: str = "",
     root: Path | None = None,
     context_quality: str = "some",
+    overheads: dict[str, int] | None = None,
 ) -> Estimate:
-    overhead = phase_overhead(category, complexity)
+    """``overheads``: calibrated phase overheads by "category/complexity" (telemetry's calibration), if any."""
+    overhead = phase_overhead(category, complexity, overheads)
     files = [path for path in deliverables if not path.endswith("/")]
     low_confidence = not deliverables or len(files) != len(deliverables)
     if is_ledger_update(deliverables):

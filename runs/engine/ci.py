@@ -13,11 +13,12 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +390,30 @@ def _error_key(error: str) -> str:
 
 def needs_rerun(baseline: CiRun, after: CiRun) -> bool:
     return bool(after.failing() - baseline.failing())
+
+
+def pytest_node_id(test_id: str, cwd: Path) -> str | None:
+    """The pytest node id of a JUnit id (``tests.test_x.TestA::test_b`` → ``tests/test_x.py::TestA::test_b``).
+
+    The dotted class name is split where a real file exists under ``cwd``; None when no file matches.
+    """
+    dotted, separator, name = test_id.rpartition("::")
+    if not separator or not dotted or test_id == SUITE_ID:
+        return None
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        path = "/".join(parts[:cut]) + ".py"
+        if (cwd / path).is_file():
+            return "::".join([path, *parts[cut:], name])
+    return None
+
+
+def rerun_plan(plan: CiPlan, tests: list[str], root: Path) -> CiPlan:
+    """The plan that re-runs only ``tests`` (new failures): pytest gets their node ids; any other tool, or a
+    test whose file cannot be found, re-runs the whole command. Nothing is installed again."""
+    cwd = root / plan.working_directory if plan.working_directory else root
+    node_ids = [pytest_node_id(test, cwd) for test in tests]
+    if "pytest" not in plan.command or not node_ids or any(node is None for node in node_ids):
+        return replace(plan, install_command="")
+    selected = " ".join(shlex.quote(node) for node in node_ids if node)
+    return replace(plan, command=f"{plan.command} {selected}", install_command="")

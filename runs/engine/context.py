@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runs.engine.budget import approx_tokens
-from runs.engine.spec import PhaseSpec
+from runs.engine.spec import GOAL_ANCHOR_BYTES, PhaseSpec, truncate_utf8
 
 CUT_MARKER = "\n[... autopack: {cut} characters of {path} omitted from context ...]\n"
 REPO_MAP_SHARE = 0.15  # of the context budget
@@ -187,7 +187,8 @@ def build_context(spec: PhaseSpec, root: Path) -> ContextBundle:
         _section("Read-only context (do not modify)", "".join(stable_parts)),
         _section("Relevant memory from earlier work", spec.memory),
         _section("Build-history insights", spec.insights),
-        _section("Run goal", spec.goal_anchor or spec.goal),
+        _section("Research report (from this run's research phases)", spec.research),
+        _section("Run goal", truncate_utf8((spec.goal_anchor or spec.goal).strip(), GOAL_ANCHOR_BYTES)),
     ]
     bundle.stable = "\n".join(part for part in stable if part)
     bundle.volatile = _section("Files in scope (current content)", "".join(volatile_parts)) or (

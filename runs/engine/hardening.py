@@ -3,6 +3,11 @@
 Runs before the Doctor: a recognised pattern gives the next attempt a precise hint (and, where the fix is
 mechanical, a concrete action), and saves a Doctor call. Every pattern is a detector (regular expressions
 over the failure text, plus the structured apply violations) and a mitigation.
+
+Actions named ``ci_<field>`` change the phase's CI settings (``CiSpec.<field>``) from the next attempt on
+(``ci_overrides``): tests run from the directory where the package is importable, or a dependency the project
+declares but the environment lacks is installed before the tests. A module the project does not declare is
+never installed: the hint tells the Builder not to use it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from runs.engine.toolchains import detect_toolchain
 
 # A Doctor call costs roughly this many tokens (prompt with diff and history + answer); used for the
 # counterfactual "Doctor tokens avoided" figure, reported separately from spend.
@@ -25,6 +32,9 @@ class FailureInfo:
     violation_rules: list[str] = field(default_factory=list)
     violation_paths: list[str] = field(default_factory=list)
     no_tests_collected: bool = False
+    # The CI settings the failing attempt ran with: an override that is already in place is not proposed again.
+    ci_working_directory: str = ""
+    ci_install_command: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,10 @@ class Mitigation:
     detail: str
     # A mechanical change for the next attempt, e.g. {"ci_working_directory": "backend"}.
     actions: dict[str, str] = field(default_factory=dict)
+
+    def ci_overrides(self) -> dict[str, str]:
+        """The ``ci_*`` actions as CiSpec fields: {"working_directory": "backend"}."""
+        return {key.removeprefix("ci_"): value for key, value in self.actions.items() if key.startswith("ci_")}
 
 
 _PY_MISSING = re.compile(r"ModuleNotFoundError: No module named '([A-Za-z0-9_.]+)'")
@@ -71,6 +85,16 @@ def detect_missing_python_dependency(info: FailureInfo) -> Mitigation | None:
     if not match or _is_local_module(info.root, match.group(1)):
         return None
     module = match.group(1).split(".")[0]
+    # The hint never names the command: it holds this machine's interpreter path, and prompts must not.
+    install = _install_for_declared(info, module, _PY_MANIFESTS)
+    if install:
+        return Mitigation(
+            "missing_python_dependency",
+            f"The module '{module}' is declared by the project but was not installed in the test environment; "
+            f"the next attempt installs the project's dependencies before the tests: keep using it.",
+            match.group(0),
+            {"missing_module": module, "ci_install_command": install},
+        )
     return Mitigation(
         "missing_python_dependency",
         f"The module '{module}' is not installed in the test environment. Do not import it: use the standard "
@@ -81,11 +105,45 @@ def detect_missing_python_dependency(info: FailureInfo) -> Mitigation | None:
     )
 
 
+_PY_MANIFESTS = ("requirements.txt", "pyproject.toml", "setup.cfg", "setup.py")
+_NODE_MANIFESTS = ("package.json",)
+
+
+def _declares(text: str, name: str) -> bool:
+    """Whether a manifest names the package (``-``/``_`` and case folded; a whole word, not a substring)."""
+    wanted = re.escape(name.lower().replace("_", "-")).replace("\\-", "[-_]")
+    return re.search(rf"(?<![\w.-]){wanted}(?![\w-])", text.lower()) is not None
+
+
+def _install_for_declared(info: FailureInfo, name: str, manifests: tuple[str, ...]) -> str:
+    """The toolchain's install command when the project declares ``name`` and none ran yet; "" otherwise."""
+    if info.root is None or info.ci_install_command:
+        return ""
+    directory = info.root / info.ci_working_directory if info.ci_working_directory else info.root
+    declared = False
+    for manifest in manifests:
+        try:
+            declared = declared or _declares((directory / manifest).read_text(encoding="utf-8", errors="replace"), name)
+        except OSError:
+            continue
+    toolchain = detect_toolchain(directory) if declared else None
+    return toolchain.install_command if toolchain else ""
+
+
 def detect_missing_node_dependency(info: FailureInfo) -> Mitigation | None:
     match = _NODE_MISSING.search(info.text)
     if not match:
         return None
     module = match.group(1)
+    install = "" if module.startswith((".", "/")) else _install_for_declared(info, module, _NODE_MANIFESTS)
+    if install:
+        return Mitigation(
+            "missing_node_dependency",
+            f"The package '{module}' is in package.json but was not installed; the next attempt installs the "
+            f"project's dependencies before the tests: keep using it.",
+            match.group(0),
+            {"missing_package": module, "ci_install_command": install},
+        )
     if module.startswith((".", "/")):
         return Mitigation(
             "missing_node_dependency",
@@ -107,12 +165,13 @@ def detect_wrong_working_directory(info: FailureInfo) -> Mitigation | None:
     module = _PY_MISSING.search(info.text)
     if module and (local := _is_local_module(info.root, module.group(1))) is not None and info.root is not None:
         package_root = local.parent.relative_to(info.root).as_posix()
-        if package_root not in ("", "."):
+        if package_root not in ("", ".", info.ci_working_directory.strip("/")):
             return Mitigation(
                 "wrong_working_directory",
-                f"'{module.group(1)}' exists under '{package_root}/' but tests run from the repository root, "
-                f"so it is not importable. Use imports and paths relative to the repository root, or put the "
-                f"tests where the package is importable.",
+                f"'{module.group(1)}' exists under '{package_root}/' but the tests ran from "
+                f"'{info.ci_working_directory or '.'}', where it is not importable. From the next attempt on the "
+                f"tests run from '{package_root}/': import it as '{module.group(1)}' and keep test paths relative "
+                f"to that directory.",
                 module.group(0),
                 {"ci_working_directory": package_root},
             )

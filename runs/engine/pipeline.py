@@ -15,7 +15,7 @@ from typing import Any
 
 from runs.engine import budget as budgeting
 from runs.engine.apply import ApplyPolicy, ApplyResult, governed_apply
-from runs.engine.ci import BaselineCache, CiDelta, CiRun, compute_delta, needs_rerun, run_tests
+from runs.engine.ci import BaselineCache, CiDelta, CiRun, compute_delta, rerun_plan, run_tests
 from runs.engine.circuit import CircuitBreaker
 from runs.engine.context import ContextBundle, build_context
 from runs.engine.doctor import Decision, Failure, decide, doctor_allowed, stuck_reason
@@ -113,6 +113,8 @@ class _Attempt:
             allow_noop=spec.allow_noop, required_tests=list(spec.ci.required_tests), strict=spec.ci.strict
         )
         self.summary: dict[str, Any] = {}
+        if spec.history.ci_overrides:
+            self.summary["ci_overrides"] = dict(spec.history.ci_overrides)
         self.builder_model = budgeting.model_for(spec, "builder")
         self.budget_override: int | None = None
         self.doctor_called = False
@@ -285,6 +287,7 @@ class _Attempt:
             description=spec.description,
             root=self.root,
             context_quality="strong" if context.files else "some",
+            overheads=spec.estimator_overheads,
         )
         max_tokens = spec.history.budget_override or estimate.selected
         self.summary["estimate"] = estimate.as_dict()
@@ -437,8 +440,11 @@ class _Attempt:
         )
         self.timings.ci_ms += after.duration_ms
         rerun = None
-        if needs_rerun(self.baseline, after):
-            rerun = run_tests(root=self.root, plan=self.plan, ci=self.spec.ci, artifacts_dir=artifacts, label="rerun")
+        newly_failing = sorted(after.failing() - self.baseline.failing())
+        if newly_failing:
+            # Once, and only the new failures: one that passes now is flaky, not caused by the change.
+            plan = rerun_plan(self.plan, newly_failing, self.root)
+            rerun = run_tests(root=self.root, plan=plan, ci=self.spec.ci, artifacts_dir=artifacts, label="rerun")
             self.timings.ci_ms += rerun.duration_ms
         self._remove_leftovers(keep=set(self.evidence.changed_paths))
         delta = compute_delta(self.baseline, after, rerun, self.spec.ci)
@@ -542,10 +548,16 @@ class _Attempt:
             violation_rules=self.evidence.apply_rules,
             violation_paths=self.violation_paths,
             no_tests_collected=bool(delta and delta.no_tests_collected),
+            ci_working_directory=self.spec.ci.working_directory,
+            ci_install_command=self.spec.ci.install_command,
         )
         mitigation = find_mitigation(info)
         if mitigation is None:
             return None
+        overrides = mitigation.ci_overrides()
+        if overrides:
+            # A mechanical fix: the next attempt runs its CI with it (build_phase_spec applies ci_overrides).
+            self.summary["ci_overrides"] = {**self.spec.history.ci_overrides, **overrides}
         avoided = DOCTOR_TOKENS_ESTIMATE if doctor_allowed(self.spec) else 0
         self.recorder.hardening(
             pattern_id=mitigation.pattern_id,

@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from runs.engine.spec import PhaseSpec
+from runs.engine.spec import GOAL_REMINDER_BYTES, PhaseSpec, truncate_utf8
 
 TEMPLATES_DIR = Path(__file__).with_name("prompt_templates")
 PROMPT_VERSIONS = {"builder": "builder_v1", "auditor": "auditor_v1", "doctor": "doctor_v1"}
@@ -128,7 +128,7 @@ def doctor_prompt(spec: PhaseSpec, *, failure: str, diff: str, max_diff_chars: i
         attempt=spec.history.attempt_number,
         max_attempts=spec.history.max_attempts,
         description=spec.description or spec.name,
-        run_goal=" ".join(spec.goal.split())[:512] or "(none)",
+        run_goal=truncate_utf8(" ".join(spec.goal.split()), GOAL_REMINDER_BYTES) or "(none)",
         deliverables=_bullets(spec.deliverables),
         scope=_bullets(spec.scope_paths),
         failure=failure[:6000] or "(no detail)",

@@ -16,6 +16,16 @@ DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "doctor": {"low": "claude-sonnet-4-5", "medium": "claude-sonnet-4-5", "high": "claude-opus-4-1"},
 }
 DEFAULT_LADDER: list[str] = ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"]
+GOAL_ANCHOR_BYTES = 2048  # the run's goal in every Builder prompt
+GOAL_REMINDER_BYTES = 512  # the run's goal in the Doctor prompt
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut on a character boundary and marked with an ellipsis when cut."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - len("…".encode())].decode("utf-8", errors="ignore") + "…"
 
 
 @dataclass
@@ -75,6 +85,9 @@ class History:
     run_doctor_calls: int = 0
     max_doctor_calls_phase: int = 2
     max_doctor_calls_run: int = 10
+    # CI settings changed by failure hardening on earlier attempts (already applied to ``PhaseSpec.ci``);
+    # every outcome carries them forward in its summary so a later unrelated failure does not drop them.
+    ci_overrides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +126,10 @@ class PhaseSpec:
     models: dict[str, dict[str, str]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MODELS.items()})
     escalation_ladder: list[str] = field(default_factory=lambda: list(DEFAULT_LADDER))
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Calibrated phase overheads of the token estimator, {"category/complexity": tokens}; empty: the defaults.
+    estimator_overheads: dict[str, int] = field(default_factory=dict)
+    # Reports of this run's finished research phases, for the later phases' context.
+    research: str = ""
     budgets: Budgets = field(default_factory=Budgets)
     history: History = field(default_factory=History)
     # Where the engine keeps CI logs, JUnit files and the baseline cache (outside the worktree).

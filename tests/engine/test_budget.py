@@ -128,3 +128,18 @@ def test_models_come_from_role_and_complexity_and_climb_the_ladder():
     assert model_for(phase, "doctor") == "claude-sonnet-4-5"
     top = spec(complexity="low", history=History(escalation_level=2))
     assert not can_escalate_model(top) and can_escalate_model(phase)
+
+
+def test_a_calibrated_overhead_replaces_the_default_for_its_category_and_complexity_only():
+    default = estimate_tokens(category="backend", complexity="low", deliverables=["app/a.py"])
+    calibrated = estimate_tokens(
+        category="backend", complexity="low", deliverables=["app/a.py"], overheads={"backend/low": 3000}
+    )
+    assert default.phase_overhead == phase_overhead("backend", "low") == 800
+    assert calibrated.phase_overhead == 3000
+    assert calibrated.predicted == round((3000 + 2000) * 1.3)
+    other = estimate_tokens(
+        category="backend", complexity="high", deliverables=["app/a.py"], overheads={"backend/low": 3000}
+    )
+    assert other.phase_overhead == phase_overhead("backend", "high")  # no calibration for that stratum
+    assert phase_overhead("backend", "low", {}) == phase_overhead("backend", "low", None) == 800

@@ -112,3 +112,39 @@ def test_an_ordinary_assertion_failure_matches_no_pattern(tmp_path):
     repo = tmp_path / "repo"
     init_repository(repo, files={"test_math.py": "def test_math():\n    assert 1 + 1 == 3\n"})
     assert find_mitigation(FailureInfo(text=output_of(PYTEST, repo), root=repo)) is None
+
+
+def test_a_dependency_the_project_declares_but_lacks_gets_its_install_command_for_the_next_attempt(tmp_path):
+    repo = tmp_path / "repo"
+    init_repository(
+        repo,
+        files={
+            "requirements.txt": "Requests_That_Do-Not-Exist>=1.0\n",
+            "test_api.py": "import requests_that_do_not_exist\n\n\ndef test_x():\n    pass\n",
+        },
+    )
+    text = output_of(PYTEST, repo)
+    mitigation = find_mitigation(FailureInfo(text=text, root=repo))
+    assert mitigation.pattern_id == "missing_python_dependency"
+    install = mitigation.ci_overrides()["install_command"]
+    assert install.endswith("-m pip install -r requirements.txt")
+    # Once the install command is in place it is not proposed again: the hint says what to do instead.
+    again = find_mitigation(FailureInfo(text=text, root=repo, ci_install_command=install))
+    assert again.ci_overrides() == {} and "Do not import it" in again.hint
+
+
+def test_a_module_named_only_as_part_of_another_requirement_is_not_declared(tmp_path):
+    repo = tmp_path / "repo"
+    init_repository(repo, files={"requirements.txt": "django-yaml-helpers==1\n"})
+    info = FailureInfo(text="ModuleNotFoundError: No module named 'yaml'", root=repo)
+    assert find_mitigation(info).ci_overrides() == {}
+
+
+def test_a_working_directory_already_in_place_is_not_proposed_again(tmp_path):
+    repo = tmp_path / "repo"
+    init_repository(repo, files={"backend/app/__init__.py": "", "tests/test_app.py": "from app import VALUE\n"})
+    text = "E   ModuleNotFoundError: No module named 'app'"
+    first = find_mitigation(FailureInfo(text=text, root=repo))
+    assert first.ci_overrides() == {"working_directory": "backend"}
+    again = find_mitigation(FailureInfo(text=text, root=repo, ci_working_directory="backend"))
+    assert again is None or again.ci_overrides() == {}

@@ -192,9 +192,12 @@ def test_a_truncated_answer_is_salvaged_and_the_next_attempt_gets_an_escalated_b
 def test_a_new_failure_twice_then_the_doctor_hint_leads_to_success(repo, tmp_path, llm):
     spec = make_spec(repo, tmp_path)
     broken = answer(ndjson(write("calc/mul.py", MUL_BAD), write("tests/test_mul.py", TEST_MUL)))
-    first, _ = attempt(spec, tmp_path, llm([broken]))
+    first, recorder = attempt(spec, tmp_path, llm([broken]))
     assert first.kind == OutcomeKind.RETRY
     assert "test_mul" in first.reason and "assert 7 == 12" in first.reason
+    delta = next(event["data"] for event in recorder.events if (event["stage"], event["kind"]) == ("ci", "delta"))
+    assert delta["rerun"]["command"].endswith(" tests/test_mul.py::test_mul")  # only the new failure ran again
+    assert delta["rerun"]["counts"] == {"failed": 1}
     assert not first.doctor_called  # never on the first failed attempt
     second_spec = make_spec(repo, tmp_path, history=next_history(spec, first))
     doctor = json.dumps(
@@ -336,3 +339,14 @@ def test_leftovers_of_a_crashed_attempt_are_cleared_before_the_next_one(repo, tm
     files = git(repo, "show", "--name-only", "--format=", outcome.commit_sha).split()
     assert sorted(files) == ["calc/mul.py", "tests/test_mul.py"]
     assert (worktree / "calc/__init__.py").read_text() == CALC and not (worktree / "stray.txt").exists()
+
+
+def test_ci_overrides_from_earlier_hardening_are_carried_forward_by_every_outcome(repo, tmp_path):
+    history = History(ci_overrides={"working_directory": "backend"})
+    spec = make_spec(repo, tmp_path, history=history)
+    recorder = MemoryRecorder(stop_reason="cancelled")  # even an attempt stopped before its tests
+    outcome = run_attempt(
+        spec, workspace=workspace_for(spec, tmp_path / "workspaces"), provider=ScriptedProvider([]), recorder=recorder
+    )
+    assert outcome.kind == OutcomeKind.ABANDONED
+    assert outcome.summary["ci_overrides"] == {"working_directory": "backend"}

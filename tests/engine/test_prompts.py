@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from runs.engine.context import build_context
 from runs.engine.prompts import (
     PROMPT_VERSIONS,
     builder_prompt,
     display_command,
+    doctor_prompt,
     extract_json_object,
     parse_audit,
     parse_doctor,
@@ -101,3 +103,24 @@ def test_unparseable_doctor_output_means_no_advice():
 
 def test_braces_inside_json_strings_do_not_confuse_extraction():
     assert extract_json_object('x {"a": "} {", "b": {"c": 1}} y') == {"a": "} {", "b": {"c": 1}}
+
+
+LONG_GOAL = "Rendre le café plus rapide à préparer, sans perdre l'arôme. " * 100  # ~6 KB, not ASCII
+
+
+def test_the_builder_context_anchors_the_run_goal_in_at_most_2_kb(tmp_path):
+    bundle = build_context(spec(goal="Ship multiplication."), tmp_path)
+    assert "## Run goal\nShip multiplication." in bundle.stable
+    long = build_context(spec(goal=LONG_GOAL), tmp_path).stable
+    anchor = long[long.index("## Run goal\n") + len("## Run goal\n") :].strip()
+    assert anchor.startswith("Rendre le café") and anchor.endswith("…")
+    assert len(anchor.encode("utf-8")) <= 2048
+
+
+def test_the_doctor_is_reminded_of_the_run_goal_in_at_most_512_bytes():
+    short = doctor_prompt(spec(goal="Ship\nmultiplication."), failure="boom", diff="")
+    assert "## Run goal\nShip multiplication.\n" in short.user
+    long = doctor_prompt(spec(goal=LONG_GOAL), failure="boom", diff="").user
+    reminder = long.split("## Run goal\n", 1)[1].split("\n## ", 1)[0].strip()
+    assert reminder.startswith("Rendre le café") and len(reminder.encode("utf-8")) <= 512
+    assert len(reminder.encode("utf-8")) > 480  # cut to the byte budget, not far below it

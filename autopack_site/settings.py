@@ -202,13 +202,13 @@ AUTOPACK = {
     "MAX_ATTEMPTS": env_int("AUTOPACK_MAX_ATTEMPTS", 5, minimum=1),
     "LLM_PROVIDER": env_str("AUTOPACK_LLM_PROVIDER", "anthropic"),
     "MODELS": {
-        "builder": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-5", "high": "claude-sonnet-4-5"},
-        "auditor": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-5", "high": "claude-sonnet-4-5"},
-        "doctor": {"low": "claude-sonnet-4-5", "medium": "claude-sonnet-4-5", "high": "claude-opus-4-1"},
+        "builder": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-6", "high": "claude-sonnet-4-6"},
+        "auditor": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-6", "high": "claude-sonnet-4-6"},
+        "doctor": {"low": "claude-sonnet-4-6", "medium": "claude-sonnet-4-6", "high": "claude-opus-4-6"},
     },
     "WORKER_ENGINE": env_str("AUTOPACK_WORKER_ENGINE", "pipeline"),
     "ENQUEUE_TASKS": env_bool("AUTOPACK_ENQUEUE_TASKS", True),
-    "ESCALATION_LADDER": ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"],
+    "ESCALATION_LADDER": ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6"],
 }
 
 # --- Logging: one JSON object per line, secrets redacted ----------------------------------------

@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "builder": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-5", "high": "claude-sonnet-4-5"},
-    "auditor": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-5", "high": "claude-sonnet-4-5"},
-    "doctor": {"low": "claude-sonnet-4-5", "medium": "claude-sonnet-4-5", "high": "claude-opus-4-1"},
+    "builder": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-6", "high": "claude-sonnet-4-6"},
+    "auditor": {"low": "claude-haiku-4-5", "medium": "claude-sonnet-4-6", "high": "claude-sonnet-4-6"},
+    "doctor": {"low": "claude-sonnet-4-6", "medium": "claude-sonnet-4-6", "high": "claude-opus-4-6"},
 }
-DEFAULT_LADDER: list[str] = ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"]
+DEFAULT_LADDER: list[str] = ["claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6"]
 GOAL_ANCHOR_BYTES = 2048  # the run's goal in every Builder prompt
 GOAL_REMINDER_BYTES = 512  # the run's goal in the Doctor prompt
 

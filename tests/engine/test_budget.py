@@ -123,9 +123,9 @@ def test_cost_uses_the_longest_matching_price_and_is_none_for_unknown_models():
 def test_models_come_from_role_and_complexity_and_climb_the_ladder():
     phase = spec(complexity="low")
     assert model_for(phase, "builder") == "claude-haiku-4-5"
-    assert model_for(phase, "builder", escalation_level=1) == "claude-sonnet-4-5"
-    assert model_for(phase, "builder", escalation_level=5) == "claude-opus-4-1"
-    assert model_for(phase, "doctor") == "claude-sonnet-4-5"
+    assert model_for(phase, "builder", escalation_level=1) == "claude-sonnet-4-6"
+    assert model_for(phase, "builder", escalation_level=5) == "claude-opus-4-6"
+    assert model_for(phase, "doctor") == "claude-sonnet-4-6"
     top = spec(complexity="low", history=History(escalation_level=2))
     assert not can_escalate_model(top) and can_escalate_model(phase)
 

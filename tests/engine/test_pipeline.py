@@ -38,7 +38,7 @@ RECORD = os.environ.get("AUTOPACK_RECORD_CASSETTES") == "1"
 APPROVE = json.dumps({"approved": True, "issues": [], "summary": "looks right"})
 
 
-def answer(text: str, *, output_tokens: int = 300, stop: str = "end_turn", model: str = "claude-sonnet-4-5"):
+def answer(text: str, *, output_tokens: int = 300, stop: str = "end_turn", model: str = "claude-sonnet-4-6"):
     return LLMResponse(
         text=text,
         usage=Usage(input_tokens=1000, output_tokens=output_tokens),
@@ -221,7 +221,7 @@ def test_a_new_failure_twice_then_the_doctor_hint_leads_to_success(repo, tmp_pat
     third, _ = attempt(third_spec, tmp_path, provider)
     assert third.kind == OutcomeKind.COMPLETE, third.reason
     assert "mul must return a * b" in sent(provider)[0]["messages"][0]["content"]
-    assert sent(provider)[0]["model"] == "claude-sonnet-4-5"  # haiku escalated one rung
+    assert sent(provider)[0]["model"] == "claude-sonnet-4-6"  # haiku escalated one rung
 
 
 def test_the_same_failure_three_times_blocks_the_phase(repo, tmp_path, llm):

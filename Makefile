@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-sqlite test-postgres lint format bench venv clean
+.PHONY: run test lint format bench bench-short venv clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,20 @@ format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# The full campaigns (several minutes each; PostgreSQL from DATABASE_URL or the local default).
 bench: venv
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	$(PY) bench/fuzz_apply.py --examples 10000 --diff-examples 2000
+	$(PY) bench/apply_bench.py --files 500
+	$(PY) bench/pipeline_overhead.py --files 2000
+	$(PY) bench/retrieval.py
+	$(PY) bench/claims.py
+	$(PY) bench/chaos.py --kills 500 --lease 3
+	$(PY) bench/telemetry_scale.py --events 10000000
+	$(PY) bench/pages.py
+	$(PY) bench/api_load.py --seconds 30 --rate 200
+
+bench-short: venv
+	bash .ci/benchmarks.sh
 
 clean:
 	rm -rf $(VENV) var

@@ -1,7 +1,8 @@
 """The research API under ``/api/research/``: build history search, research sessions, the active embedder.
 
 Ownership is decided once: entries and sessions of projects the user cannot see do not exist for them
-(404). Starting a session writes rows, so it needs the operator role in the project.
+(404; a session asked for such a project is a 400, as for any unknown project). Starting a session writes
+rows, so it needs the operator role in the project. Errors leave as ``{"error": {code, message, details}}``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -19,11 +20,14 @@ from rest_framework.views import APIView
 from accounts.models import Role
 from accounts.permissions import ReadWriteScope
 from accounts.services import projects_visible_to, user_has_project_role
+from autopack_site.api_errors import error_response
+from autopack_site.lib.errors import DomainError
 from research.embedders import EmbedderUnavailable
 from research.memory import active_embedder_name
 from research.models import BuildHistoryEntry, Citation, EntryStatus, Evidence, ResearchSession
 from research.queries import search_entries
 from research.sessions import research_session_run
+from telemetry.api import QueryStringSchema  # 414 on reads; belongs in autopack_site.api_errors.AutoSchema
 
 
 class EntryFilter(serializers.Serializer):
@@ -107,14 +111,43 @@ class SessionInput(serializers.Serializer):
 
 
 class EntryPagination(PageNumberPagination):
+    """Numbered pages (search results are ordered by rank, which a cursor cannot follow).
+
+    A page that is not a positive number, or lies past the last page, is a client error (400), not a 404.
+    """
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def paginate_queryset(self, queryset, request, view=None):  # noqa: ANN001, ANN201 - DRF's signature
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except NotFound as exc:
+            raise ValidationError({self.page_query_param: [str(exc.detail)]}) from None
+
+    def get_schema_operation_parameters(self, view):  # noqa: ANN001, ANN201 - DRF's signature
+        parameters = super().get_schema_operation_parameters(view)
+        bounds = {
+            self.page_query_param: {"minimum": 1},
+            self.page_size_query_param: {"minimum": 1, "maximum": self.max_page_size},
+        }
+        for parameter in parameters:
+            parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
+
+
+class EmbedderDown(DomainError):
+    """The configured embedder cannot be loaded; retrying later (or fixing the setting) helps."""
+
+    code = "embedder_unavailable"
+    http_status = 503
 
 
 class EntryList(generics.ListAPIView):
     """Ledger entries matching the filters; with ``q``, best matches first (full text on PostgreSQL)."""
 
+    schema = QueryStringSchema()
     serializer_class = EntrySerializer
     permission_classes = [IsAuthenticated, ReadWriteScope]
     pagination_class = EntryPagination
@@ -139,6 +172,7 @@ class EntryList(generics.ListAPIView):
 
 
 class EntryDetail(generics.RetrieveAPIView):
+    schema = QueryStringSchema()
     serializer_class = EntryDetailSerializer
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
@@ -147,6 +181,7 @@ class EntryDetail(generics.RetrieveAPIView):
 
 
 class SessionDetail(generics.RetrieveAPIView):
+    schema = QueryStringSchema()
     serializer_class = SessionSerializer
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
@@ -159,15 +194,24 @@ class SessionDetail(generics.RetrieveAPIView):
 class SessionCreate(APIView):
     """Research a question over the project's ledger, docs and memory; answers with the stored session."""
 
+    schema = QueryStringSchema()
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
-    @extend_schema(request=SessionInput, responses={201: SessionSerializer})
+    @extend_schema(
+        request=SessionInput,
+        responses={
+            201: SessionSerializer,
+            400: error_response("Invalid input, or no such project among those you may see: `details` says which."),
+            503: error_response("The configured embedder cannot be loaded."),
+        },
+    )
     def post(self, request: Request) -> Response:
         given = SessionInput(data=request.data)
         given.is_valid(raise_exception=True)
         project = projects_visible_to(request.user).filter(slug=given.validated_data["project"]).first()
         if project is None:
-            raise NotFound("No such project.")
+            # The project is part of the request body, not of the URL: an unknown one is invalid input.
+            raise ValidationError({"project": ["No such project."]})
         if not user_has_project_role(request.user, project, Role.OPERATOR):
             raise PermissionDenied("Starting research needs the operator role in the project.")
         try:
@@ -175,13 +219,14 @@ class SessionCreate(APIView):
                 project=project, question=given.validated_data["question"], limit=given.validated_data["limit"]
             )
         except EmbedderUnavailable as exc:
-            return Response({"code": "embedder_unavailable", "message": str(exc)}, status=503)
+            raise EmbedderDown(str(exc)) from exc
         return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
 
 class EmbedderStatus(APIView):
     """The embedder retrieval uses now (``unavailable: …`` when the configured one cannot load)."""
 
+    schema = QueryStringSchema()
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
     @extend_schema(responses={200: {"type": "object", "properties": {"embedder": {"type": "string"}}}})

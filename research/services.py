@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from autopack_site.lib.errors import NotFound, ValidationFailed
+from autopack_site.lib.logging import redact
 from research.ledger import (
     LedgerEntry,
     decode_ledger,
@@ -172,7 +173,7 @@ def _run_entry(run: Run) -> LedgerEntry:
         status_text=status_text,
         status=status_text.lower() if status_text.lower() in EntryStatus.values else "unknown",
         commits=commits,
-        summary=summary[:2000],
+        summary=redact(summary)[:2000],  # failure details can quote keys from the environment
         files_modified=files,
         test_results="\n".join(tests) + f"\n- phases complete: {len(done)}/{len(phases)}",
         impact=f"Run {run.name} on branch {run.branch or run.default_branch_name()}.",
@@ -242,10 +243,10 @@ def memory_record_attempt(*, attempt_id: int) -> list[int]:
     meta = {"run_id": phase.run_id, "phase_id": phase.phase_id, "attempt": attempt.number, "category": phase.category}
     written = []
     if attempt.failure_reason.strip():
-        text = f"{phase.category} phase {phase.phase_id}: {attempt.failure_reason.strip()}"
+        text = redact(f"{phase.category} phase {phase.phase_id}: {attempt.failure_reason.strip()}")
         written.append(memory_add(project_id=project_id, collection="ci_errors", text=text, metadata=meta).pk)
     if phase.builder_hint.strip():
-        text = f"{phase.category} phase {phase.phase_id}: {phase.builder_hint.strip()}"
+        text = redact(f"{phase.category} phase {phase.phase_id}: {phase.builder_hint.strip()}")
         written.append(memory_add(project_id=project_id, collection="doctor_hints", text=text, metadata=meta).pk)
     return written
 
@@ -258,5 +259,5 @@ def memory_record_run(*, run_id: int) -> int:
     if run is None:
         raise NotFound(f"run {run_id} does not exist")
     entry = _run_entry(run)
-    text = f"{run.name} ({run.state}): {entry.summary}\n{entry.test_results}"
+    text = redact(f"{run.name} ({run.state}): {entry.summary}\n{entry.test_results}")
     return memory_add(project_id=run.project_id, collection="run_summaries", text=text, metadata={"run_id": run.pk}).pk

@@ -11,17 +11,31 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from autopack_site.lib.errors import ValidationFailed
+from autopack_site.api_errors import AutoSchema
+from autopack_site.api_pagination import CursorPagination
+from runs.api import MAX_ID
 from runs.models import Run
 from telemetry import queries
 from telemetry.models import AbTestResult, LlmUsageEvent
+
+
+class QueryStringSchema(AutoSchema):
+    """Also documents 414 on reads: a query string past the HTTP server's request-line limit never reaches Django.
+
+    The server answers it itself (gunicorn: plain HTML), so the response is documented without a body.
+    """
+
+    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction=direction)
+        if direction == "response" and self.method == "GET":
+            responses.setdefault("414", {"description": "Request line too long (answered by the HTTP server)."})
+        return responses
 
 
 def _comma_list(value: str) -> list[str]:
@@ -31,11 +45,11 @@ def _comma_list(value: str) -> list[str]:
 class UsageQuerySerializer(serializers.Serializer):
     period = serializers.ChoiceField(choices=queries.PERIODS, default="day")
     group_by = serializers.CharField(
-        required=False, default="", help_text="Comma list of provider, model, role, project."
+        required=False, default="", allow_blank=True, help_text="Comma list of provider, model, role, project."
     )
     since = serializers.DateField(required=False)
     until = serializers.DateField(required=False)
-    project = serializers.IntegerField(required=False, help_text="Only this project.")
+    project = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="Only this project.")
 
     def validate_group_by(self, value: str) -> list[str]:
         names = _comma_list(value)
@@ -47,7 +61,7 @@ class UsageQuerySerializer(serializers.Serializer):
 
 class AccuracyQuerySerializer(serializers.Serializer):
     stratify = serializers.CharField(
-        required=False, default="", help_text="Comma list of category, complexity, deliverables."
+        required=False, default="", allow_blank=True, help_text="Comma list of category, complexity, deliverables."
     )
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
@@ -74,6 +88,8 @@ def _visible_run(request: Request, pk: int) -> Run:
 
 
 class UsageByPeriodView(APIView):
+    schema = QueryStringSchema()
+
     @extend_schema(
         summary="Token and cost totals per day, week or month",
         parameters=[UsageQuerySerializer],
@@ -95,6 +111,8 @@ class UsageByPeriodView(APIView):
 
 
 class RunStatusView(APIView):
+    schema = QueryStringSchema()
+
     @extend_schema(
         summary="Progress, tokens, cost and budget use of a run",
         responses={200: OpenApiTypes.OBJECT},
@@ -105,6 +123,8 @@ class RunStatusView(APIView):
 
 
 class RunMetricsView(APIView):
+    schema = QueryStringSchema()
+
     @extend_schema(
         summary="Consolidated token metrics of a run in four independent categories",
         description="spent (real), context tokens avoided (measured), Doctor tokens avoided (estimate), "
@@ -117,6 +137,8 @@ class RunMetricsView(APIView):
 
 
 class EstimatorAccuracyView(APIView):
+    schema = QueryStringSchema()
+
     @extend_schema(
         summary="Token estimator accuracy (SMAPE excludes truncated events)",
         parameters=[AccuracyQuerySerializer],
@@ -163,7 +185,7 @@ class UsageEventSerializer(serializers.ModelSerializer):
 
 
 class KeysetPagination(CursorPagination):
-    """Cursor (keyset) pages by id: page 10,000 costs what page 1 costs."""
+    """Cursor (keyset) pages by id: page 10,000 costs what page 1 costs; a malformed cursor is a 400."""
 
     ordering = "-id"
     page_size = 50
@@ -171,27 +193,34 @@ class KeysetPagination(CursorPagination):
     page_size_query_param = "page_size"
 
 
+class EventFilterSerializer(serializers.Serializer):
+    run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    project = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    phase = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    role = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    model = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
 EVENT_FILTERS = {"run": "run_id", "project": "project_id", "phase": "phase_id", "role": "role", "model": "model"}
 
 
 class UsageEventListView(generics.ListAPIView):
+    schema = QueryStringSchema()
     serializer_class = UsageEventSerializer
     pagination_class = KeysetPagination
 
     @extend_schema(
         summary="LLM usage events, newest first, keyset-paginated",
-        parameters=[OpenApiParameter(name, str if name in ("role", "model") else int) for name in EVENT_FILTERS],
+        parameters=[EventFilterSerializer],
         tags=["telemetry"],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> Any:
-        filters = {column: self.request.query_params.get(name) for name, column in EVENT_FILTERS.items()}
-        for name in ("run", "project", "phase"):
-            value = self.request.query_params.get(name)
-            if value not in (None, "") and not value.isdigit():
-                raise ValidationFailed(f"{name} must be an integer id")
+        params = EventFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = {column: params.validated_data.get(name) for name, column in EVENT_FILTERS.items()}
         return queries.usage_events(project_ids=queries.accessible_project_ids(self.request.user), filters=filters)
 
 
@@ -204,6 +233,7 @@ class AbResultSerializer(serializers.ModelSerializer):
 class AbResultListView(generics.ListAPIView):
     """Stored ``ab_compare`` results. Staff only see all; others see results whose runs are all theirs."""
 
+    schema = QueryStringSchema()
     serializer_class = AbResultSerializer
     pagination_class = KeysetPagination
 

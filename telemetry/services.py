@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from autopack_site.lib.errors import ValidationFailed
+from autopack_site.lib.logging import redact
 from runs.models import Run
 from telemetry import counterfactual, export, pricing, rollups
 from telemetry.models import (
@@ -231,9 +232,10 @@ def phase_outcome_record(
     return PhaseOutcomeEvent.objects.create(
         occurred_at=occurred_at or timezone.now(),
         outcome=outcome,
-        reason=reason[:200],
-        error_text=error_text,
-        error_signature=error_signature(error_text),
+        reason=redact(reason)[:200],
+        # Test output and tracebacks can echo keys from the environment; none may be stored.
+        error_text=redact(error_text),
+        error_signature=error_signature(redact(error_text)),
         category=category,
         complexity=complexity,
         attempt_number=attempt_number,
@@ -270,8 +272,8 @@ def doctor_outcome_record(
         model=model,
         request_id=request_id,
         tokens=tokens,
-        rationale=rationale,
-        error_signature=error_signature(error_text),
+        rationale=redact(rationale),
+        error_signature=error_signature(redact(error_text)),
         **_links(project_id=project_id, run_id=run_id, phase_id=phase_id, attempt_id=attempt_id),
     )
 
@@ -329,8 +331,8 @@ def hardening_record(
         occurred_at=occurred_at or timezone.now(),
         pattern=pattern,
         mitigated=mitigated,
-        error_signature=error_signature(error_text),
-        detail=detail,
+        error_signature=error_signature(redact(error_text)),
+        detail=redact(detail),
         doctor_tokens_avoided_estimate=estimate.tokens if mitigated else 0,
         estimate_source=estimate.source,
         estimate_sample_size=estimate.sample_size,

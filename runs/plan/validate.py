@@ -15,7 +15,7 @@ from runs.plan.errors import PlanError, PlanInvalid
 from runs.plan.normalize import normalize_document
 from runs.plan.parse import check_plain_data, check_size, parse_text
 from runs.plan.paths import path_problem
-from runs.plan.schema import PLAN_SCHEMA, schema_errors
+from runs.plan.schema import PLAN_SCHEMA, SCOPE_SCHEMA, schema_errors
 
 # Mirrors the Run model's defaults so an omitted budget and an explicit default hash the same.
 DEFAULT_BUDGETS: dict[str, Any] = {
@@ -29,6 +29,7 @@ DEFAULT_BUDGETS: dict[str, Any] = {
 DEFAULT_CI_TIMEOUT_SECONDS = 600
 _TOP_LEVEL_ORDER = {name: rank for rank, name in enumerate(PLAN_SCHEMA["properties"])}
 CI_PATH_FIELDS = ("working_directory", "junit_path", "coverage_json")
+RESEARCH_CATEGORY = "research"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ValidatedPlan:
 def validate_plan(document: dict[str, Any] | str | bytes, *, source_name: str = "") -> ValidatedPlan:
     data = _load(document, source_name)
     data, warnings = normalize_document(data)
-    errors = _unique(schema_errors(data) + semantic_errors(data))
+    errors = _unique(_without_research_deliverable_errors(data, schema_errors(data)) + semantic_errors(data))
     if errors:
         raise PlanInvalid(sorted(errors, key=_error_order))
     plan, positions, canonical_warnings = canonical_plan(data)
@@ -51,6 +52,22 @@ def validate_plan(document: dict[str, Any] | str | bytes, *, source_name: str = 
     if positions != sorted(positions):
         warnings.append("phases: reordered to follow the order of their tiers (phases run tier by tier)")
     return ValidatedPlan(plan=plan, warnings=warnings, sha256=plan_sha256(plan), source_positions=positions)
+
+
+def _without_research_deliverable_errors(data: Any, errors: list[PlanError]) -> list[PlanError]:
+    """A research phase's output is its report, not files: it needs no deliverables (the schema asks for them).
+
+    Only the "required"/"at least one" complaints are dropped; a deliverables value of the wrong type or an
+    unsafe path is still an error.
+    """
+    phases = data.get("phases") if isinstance(data, dict) and isinstance(data.get("phases"), list) else []
+    exempt = {
+        f"phases[{index}].scope.deliverables"
+        for index, phase in enumerate(phases)
+        if isinstance(phase, dict) and phase.get("category") == RESEARCH_CATEGORY
+    }
+    missing = ("is required", SCOPE_SCHEMA["properties"]["deliverables"]["x-message"])
+    return [error for error in errors if not (error.path in exempt and error.message in missing)]
 
 
 def _warning_order(warning: str) -> tuple[Any, ...]:
@@ -187,7 +204,7 @@ def canonical_plan(data: dict[str, Any]) -> tuple[dict[str, Any], list[int], lis
         f"phases[{index}].scope.paths: none given; derived from the {len(phase['scope']['deliverables'])} "
         "deliverable(s)"
         for index, phase in enumerate(data["phases"])
-        if not phase["scope"].get("paths")
+        if not phase["scope"].get("paths") and phase["scope"].get("deliverables")
     ]
     positions = sorted(range(len(phases)), key=lambda position: tier_order[phases[position]["tier"]])
     ordered = [phases[position] for position in positions]
@@ -213,9 +230,9 @@ def _canonical_tier(tier: dict[str, Any]) -> dict[str, Any]:
 def _canonical_phase(phase: dict[str, Any]) -> dict[str, Any]:
     scope = phase["scope"]
     canonical_scope: dict[str, Any] = {
-        "paths": scope.get("paths") or list(scope["deliverables"]),
+        "paths": scope.get("paths") or list(scope.get("deliverables", [])),
         "read_only_context": scope.get("read_only_context", []),
-        "deliverables": scope["deliverables"],
+        "deliverables": scope.get("deliverables", []),
         "acceptance_criteria": scope.get("acceptance_criteria", []),
         "allow_test_edits": scope.get("allow_test_edits", False),
         "allow_noop": scope.get("allow_noop", False),

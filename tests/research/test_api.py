@@ -84,7 +84,50 @@ def test_a_viewer_may_not_start_a_session_and_an_outsider_sees_no_project(import
     client.force_authenticate(viewer)
 
     assert client.post("/api/research/sessions/", {"project": "autopack", "question": "q"}).status_code == 403
-    assert outsider.post("/api/research/sessions/", {"project": "autopack", "question": "q"}).status_code == 404
+    hidden = outsider.post("/api/research/sessions/", {"project": "autopack", "question": "q"})
+    assert hidden.status_code == 400
+    assert hidden.json()["error"]["details"] == {"project": ["No such project."]}
+
+
+def test_a_session_for_an_unknown_project_is_a_400_in_the_error_shape(operator) -> None:
+    response = operator.post("/api/research/sessions/", {"project": "nowhere", "question": "q"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {"code": "invalid", "message": "Invalid request.", "details": {"project": ["No such project."]}}
+    }
+
+
+def test_an_unavailable_embedder_is_a_503_in_the_error_shape(operator, monkeypatch) -> None:
+    monkeypatch.setenv("AUTOPACK_EMBEDDER", "nonsense")
+    response = operator.post("/api/research/sessions/", {"project": "autopack", "question": "q"})
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "embedder_unavailable"
+    assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize("page", ["0", "-1", "abc", "99"])
+def test_a_page_that_is_not_a_positive_number_or_lies_past_the_end_is_a_400(operator, page) -> None:
+    response = operator.get("/api/research/entries/", {"page": page})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert list(response.json()["error"]["details"]) == ["page"]
+
+
+def test_the_schema_documents_page_bounds_and_session_errors() -> None:
+    from drf_spectacular.generators import SchemaGenerator
+
+    from research.api_urls import urlpatterns
+
+    schema = SchemaGenerator(patterns=urlpatterns).get_schema(request=None, public=True)
+    parameters = {item["name"]: item["schema"] for item in schema["paths"]["/entries/"]["get"]["parameters"]}
+    assert parameters["page"]["minimum"] == 1
+    assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": 200}
+    responses = schema["paths"]["/sessions/"]["post"]["responses"]
+    assert {"201", "400", "503"} <= set(responses)
+    assert "404" not in responses
 
 
 def test_the_embedder_status_is_reported(operator, monkeypatch) -> None:

@@ -341,3 +341,31 @@ def test_yaml_infinity_is_refused_and_a_byte_order_mark_is_not() -> None:
 
 def test_a_file_that_is_not_utf8_is_refused() -> None:
     assert errors_of(b"name: \xff\xfe\n") == ["document: the file is not UTF-8 text (byte 6)"]
+
+
+@pytest.mark.parametrize("scope", [{}, {"deliverables": []}], ids=["no deliverables key", "empty deliverables"])
+def test_a_research_phase_needs_no_deliverables_because_its_output_is_its_report(scope: dict[str, Any]) -> None:
+    plan = mutated(lambda p: phase0(p).update(category="research", scope=scope))
+
+    validated = validate_plan(plan)
+
+    research = next(phase for phase in validated.plan["phases"] if phase["id"] == "p1")
+    assert research["category"] == "research"
+    assert research["scope"]["deliverables"] == [] and research["scope"]["paths"] == []
+    assert not any(warning.startswith("phases[0].scope.paths") for warning in validated.warnings)
+
+
+@pytest.mark.parametrize("category", ["feature", "docs", None])
+def test_every_other_category_still_needs_a_deliverable(category: str | None) -> None:
+    def change(plan: dict[str, Any]) -> None:
+        phase0(plan).update(scope={})
+        if category:
+            phase0(plan)["category"] = category
+
+    assert errors_of(mutated(change)) == ["phases[0].scope.deliverables: is required"]
+
+
+def test_a_research_phase_with_a_bad_deliverable_is_still_refused() -> None:
+    plan = mutated(lambda p: phase0(p).update(category="research", scope={"deliverables": ["/abs.md"]}))
+
+    assert errors_of(plan) == ["phases[0].scope.deliverables[0]: absolute paths are not allowed"]

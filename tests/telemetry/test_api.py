@@ -152,6 +152,42 @@ def test_event_list_pages_with_a_cursor_and_hides_other_projects(client, my_run,
     assert client.get("/api/telemetry/events/?run=abc").status_code == 400
 
 
+@pytest.mark.parametrize("endpoint", ["/api/telemetry/events/", "/api/telemetry/ab-results/"])
+def test_a_malformed_cursor_is_a_400_in_the_error_shape(client, endpoint):
+    response = client.get(endpoint, {"cursor": "not-a-cursor"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {"code": "invalid", "message": "Invalid request.", "details": {"cursor": ["Invalid cursor."]}}
+    }
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"run": "0"},
+        {"project": str(2**63)},
+        {"phase": "-16354431772484813455360"},
+        {"run": "²"},
+        {"role": "x" * 101},
+        {"model": "a\x00b"},
+    ],
+)
+def test_event_filters_out_of_range_or_malformed_are_a_400(client, query):
+    response = client.get("/api/telemetry/events/", query)
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["details"]) == list(query)
+
+
+@pytest.mark.parametrize("project", ["0", "-16354431772484813455360", str(2**63)])
+def test_usage_with_an_out_of_range_project_is_a_400_not_a_server_error(client, project):
+    response = client.get("/api/telemetry/usage/", {"project": project})
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["details"]) == ["project"]
+
+
 def test_estimator_accuracy_endpoint_stratifies(client, my_run):
     services.estimation_record(
         run_id=my_run.pk,
@@ -194,3 +230,10 @@ def test_the_schema_documents_the_telemetry_endpoints():
     usage = schema["paths"]["/usage/"]["get"]
     assert {parameter["name"] for parameter in usage["parameters"]} >= {"period", "group_by", "since", "project"}
     assert "/runs/{id}/metrics/" in schema["paths"] or "/runs/{pk}/metrics/" in schema["paths"]
+    project = next(item for item in usage["parameters"] if item["name"] == "project")["schema"]
+    assert project["minimum"] == 1 and project["maximum"] == 2**63 - 1
+    events = {item["name"]: item["schema"] for item in schema["paths"]["/events/"]["get"]["parameters"]}
+    assert events["run"]["minimum"] == 1 and events["run"]["maximum"] == 2**63 - 1
+    assert events["cursor"]["type"] == "string"
+    # A too-long query string is refused by the HTTP server, in its own format: documented without a body.
+    assert "content" not in schema["paths"]["/events/"]["get"]["responses"]["414"]

@@ -106,6 +106,9 @@ class AutoSchema(SpectacularAutoSchema):
                 responses[code] = self._get_response_for_code(
                     error_response(_ERROR_DESCRIPTIONS[code]), code, direction=direction
                 )
+        if self.method == "GET":
+            # An over-long query string is refused by the HTTP server in front of Django, without a body.
+            responses.setdefault("414", {"description": "Request line too long (answered by the HTTP server)."})
         return responses
 
 

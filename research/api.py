@@ -27,7 +27,6 @@ from research.memory import active_embedder_name
 from research.models import BuildHistoryEntry, Citation, EntryStatus, Evidence, ResearchSession
 from research.queries import search_entries
 from research.sessions import research_session_run
-from telemetry.api import QueryStringSchema  # 414 on reads; belongs in autopack_site.api_errors.AutoSchema
 
 
 class EntryFilter(serializers.Serializer):
@@ -147,7 +146,6 @@ class EmbedderDown(DomainError):
 class EntryList(generics.ListAPIView):
     """Ledger entries matching the filters; with ``q``, best matches first (full text on PostgreSQL)."""
 
-    schema = QueryStringSchema()
     serializer_class = EntrySerializer
     permission_classes = [IsAuthenticated, ReadWriteScope]
     pagination_class = EntryPagination
@@ -172,7 +170,6 @@ class EntryList(generics.ListAPIView):
 
 
 class EntryDetail(generics.RetrieveAPIView):
-    schema = QueryStringSchema()
     serializer_class = EntryDetailSerializer
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
@@ -181,7 +178,6 @@ class EntryDetail(generics.RetrieveAPIView):
 
 
 class SessionDetail(generics.RetrieveAPIView):
-    schema = QueryStringSchema()
     serializer_class = SessionSerializer
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
@@ -194,7 +190,6 @@ class SessionDetail(generics.RetrieveAPIView):
 class SessionCreate(APIView):
     """Research a question over the project's ledger, docs and memory; answers with the stored session."""
 
-    schema = QueryStringSchema()
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
     @extend_schema(
@@ -226,7 +221,6 @@ class SessionCreate(APIView):
 class EmbedderStatus(APIView):
     """The embedder retrieval uses now (``unavailable: …`` when the configured one cannot load)."""
 
-    schema = QueryStringSchema()
     permission_classes = [IsAuthenticated, ReadWriteScope]
 
     @extend_schema(responses={200: {"type": "object", "properties": {"embedder": {"type": "string"}}}})

@@ -17,25 +17,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from autopack_site.api_errors import AutoSchema
 from autopack_site.api_pagination import CursorPagination
 from runs.api import MAX_ID
 from runs.models import Run
 from telemetry import queries
 from telemetry.models import AbTestResult, LlmUsageEvent
-
-
-class QueryStringSchema(AutoSchema):
-    """Also documents 414 on reads: a query string past the HTTP server's request-line limit never reaches Django.
-
-    The server answers it itself (gunicorn: plain HTML), so the response is documented without a body.
-    """
-
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
-        responses = super()._get_response_bodies(direction=direction)
-        if direction == "response" and self.method == "GET":
-            responses.setdefault("414", {"description": "Request line too long (answered by the HTTP server)."})
-        return responses
 
 
 def _comma_list(value: str) -> list[str]:
@@ -88,8 +74,6 @@ def _visible_run(request: Request, pk: int) -> Run:
 
 
 class UsageByPeriodView(APIView):
-    schema = QueryStringSchema()
-
     @extend_schema(
         summary="Token and cost totals per day, week or month",
         parameters=[UsageQuerySerializer],
@@ -111,8 +95,6 @@ class UsageByPeriodView(APIView):
 
 
 class RunStatusView(APIView):
-    schema = QueryStringSchema()
-
     @extend_schema(
         summary="Progress, tokens, cost and budget use of a run",
         responses={200: OpenApiTypes.OBJECT},
@@ -123,8 +105,6 @@ class RunStatusView(APIView):
 
 
 class RunMetricsView(APIView):
-    schema = QueryStringSchema()
-
     @extend_schema(
         summary="Consolidated token metrics of a run in four independent categories",
         description="spent (real), context tokens avoided (measured), Doctor tokens avoided (estimate), "
@@ -137,8 +117,6 @@ class RunMetricsView(APIView):
 
 
 class EstimatorAccuracyView(APIView):
-    schema = QueryStringSchema()
-
     @extend_schema(
         summary="Token estimator accuracy (SMAPE excludes truncated events)",
         parameters=[AccuracyQuerySerializer],
@@ -205,7 +183,6 @@ EVENT_FILTERS = {"run": "run_id", "project": "project_id", "phase": "phase_id", 
 
 
 class UsageEventListView(generics.ListAPIView):
-    schema = QueryStringSchema()
     serializer_class = UsageEventSerializer
     pagination_class = KeysetPagination
 
@@ -233,7 +210,6 @@ class AbResultSerializer(serializers.ModelSerializer):
 class AbResultListView(generics.ListAPIView):
     """Stored ``ab_compare`` results. Staff only see all; others see results whose runs are all theirs."""
 
-    schema = QueryStringSchema()
     serializer_class = AbResultSerializer
     pagination_class = KeysetPagination
 

@@ -21,13 +21,14 @@ _SECRET_SHAPES = [
     re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"),  # JWTs (also unsigned)
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)"),
 ]
-# Secrets recognisable by what precedes them: the label is kept, the value replaced.
+# Secrets recognisable by what precedes them: the label is kept, the value replaced. A plain number
+# (`max_token=4000`) is a setting, not a secret.
 _LABELLED_SECRETS = [
     re.compile(r"(?i)(\b(?:bearer|api-key)\s+)[A-Za-z0-9._~+/=\-]{8,}"),
     re.compile(r"(?i)(\bauthorization[\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED\])[^\s\"',}]{4,}(?:\s+[^\s\"',}]{8,})?"),
     re.compile(
         r"(?i)((?:api[_-]?key|x-api-key|password|passwd|secret|client_secret|token|refresh|access_token)"
-        r"[\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED\])[^\s\"',}&]{4,}"
+        r"[\"']?\s*[=:]\s*[\"']?)(?!\[REDACTED\])(?![0-9.]+(?:[\s\"',}&]|$))[^\s\"',}&]{4,}"
     ),
 ]
 

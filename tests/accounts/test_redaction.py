@@ -94,3 +94,10 @@ def test_api_error_bodies_do_not_echo_a_credential_sent_in_a_field():
     assert response.status_code == 400
     assert "is not a valid choice" in response.content.decode()
     assert API_KEY not in response.content.decode()
+
+
+def test_a_plain_number_after_a_secret_label_is_a_setting_and_kept() -> None:
+    from autopack_site.lib.logging import redact
+
+    assert redact("max_token=4000, timeout: 2.5") == "max_token=4000, timeout: 2.5"
+    assert redact("token=4000abcdef") == "token=[REDACTED]"

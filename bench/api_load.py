@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/api_load.py                          # 200 req/s offered for 30 s
     .venv/bin/python bench/api_load.py --rate 300 --seconds 20 --gunicorn-workers 4
+    .venv/bin/python bench/api_load.py --profile 200           # in-process: queries, wall and CPU ms per endpoint
 
-Creates its own database (``bench_api``), seeds ``--runs`` running runs of ``--phases`` phases and one
-executor API key per simulated executor, starts gunicorn on a free 127.0.0.1 port, and drives mixed
+Creates its own database (``bench_api``, or ``--database``), seeds ``--runs`` running runs of ``--phases``
+phases and one executor API key per simulated executor, starts gunicorn on a free 127.0.0.1 port, and drives mixed
 executor traffic: each simulated executor loops claim → heartbeat ×3 → events ×5 → finish (complete),
 the request mix of a real remote executor, paced so that all executors together offer ``--rate``
 requests per second (open loop: a slow response does not slow the offered rate down, it queues).
@@ -166,12 +167,28 @@ def start_gunicorn(*, database_url: str, data_dir: str, port: int, workers: int)
     raise SystemExit("gunicorn did not start")
 
 
+def server_cpu_seconds(master: int) -> float:
+    """User + system CPU seconds of the gunicorn workers (the master's children), from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
 
 
-def report(stats: Stats, *, seconds: float, rate: float) -> dict:
+def report(stats: Stats, *, seconds: float, rate: float, server_cpu: float) -> dict:
     everything = [value for values in stats.latencies.values() for value in values]
     service = [value for values in stats.service.values() for value in values]
     result = {
@@ -184,6 +201,8 @@ def report(stats: Stats, *, seconds: float, rate: float) -> dict:
         # From sending to the response, leaving out time spent waiting behind this executor's previous request.
         "service_p95_ms": round(percentile(service, 0.95) * 1000, 1),
         "service_p99_ms": round(percentile(service, 0.99) * 1000, 1),
+        # What the server spent per request, whatever else the (shared) machine was doing meanwhile.
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / max(stats.sent, 1), 2),
         "by_endpoint": {
             name: {
                 "requests": len(values),
@@ -199,6 +218,77 @@ def report(stats: Stats, *, seconds: float, rate: float) -> dict:
     return result
 
 
+def profile(keys: list[str], *, cycles: int, top: int) -> dict:
+    """In-process cost of each endpoint (no gunicorn, no network): queries, wall ms and CPU ms per request.
+
+    Drives the same claim → heartbeat ×3 → events ×5 → finish cycle through Django's test client, after a
+    warm-up cycle (first-request costs such as URL resolution and prepared statements are left out).
+    ``top`` > 0 also prints the slowest functions of each endpoint (cProfile, cumulative time).
+    """
+    import cProfile
+    import pstats
+
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {keys[0]}", SERVER_NAME="127.0.0.1")
+    worker = "profile-host"
+    costs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    profiles: dict[str, cProfile.Profile] = defaultdict(cProfile.Profile)
+
+    def call(name: str, path: str, payload: dict, *, record: bool) -> dict:
+        with CaptureQueriesContext(connection) as queries:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            if record and top:
+                profiles[name].enable()
+            response = client.post(path, data=json.dumps(payload), content_type="application/json")
+            if record and top:
+                profiles[name].disable()
+            cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        if response.status_code >= 400:
+            raise SystemExit(f"{name}: HTTP {response.status_code} {response.content[:300]!r}")
+        if record:
+            costs[name]["queries"].append(len(queries))
+            costs[name]["wall_ms"].append(wall * 1000)
+            costs[name]["cpu_ms"].append(cpu * 1000)
+        return response.json() if response.content else {}
+
+    for cycle in range(cycles + 1):
+        record = cycle > 0
+        body = call("claim", "/api/executor/claim", {"worker": worker}, record=record)
+        if not body:
+            raise SystemExit("nothing left to claim: seed more --runs/--phases")
+        phase, epoch = body["claim"]["phase_id"], body["claim"]["claim_epoch"]
+        lease = {"epoch": epoch, "worker": worker}
+        base = f"/api/executor/phases/{phase}"
+        for beat in range(HEARTBEATS_PER_PHASE):
+            call("heartbeat", f"{base}/heartbeat", {**lease, "stage": f"s{beat}"}, record=record)
+        for number in range(EVENTS_PER_PHASE):
+            call(
+                "events",
+                f"{base}/events",
+                {**lease, "stage": "builder", "kind": "info", "data": {"n": number}},
+                record=record,
+            )
+        outcome = {"kind": "complete", "reason": "bench", "commit_sha": "0" * 40}
+        call("finish", f"{base}/finish", {**lease, "outcome": outcome}, record=record)
+    result = {
+        name: {
+            "requests": len(values["wall_ms"]),
+            "queries": round(sum(values["queries"]) / len(values["queries"]), 1),
+            "wall_ms_p50": round(percentile(values["wall_ms"], 0.50), 2),
+            "wall_ms_p95": round(percentile(values["wall_ms"], 0.95), 2),
+            "cpu_ms_p50": round(percentile(values["cpu_ms"], 0.50), 2),
+        }
+        for name, values in sorted(costs.items())
+    }
+    for name, prof in sorted(profiles.items()):
+        print(f"--- {name}: top {top} by cumulative time", file=sys.stderr)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(top)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=200.0, help="offered requests per second, all executors")
@@ -207,10 +297,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--phases", type=int, default=40)
     parser.add_argument("--gunicorn-workers", type=int, default=4)
+    parser.add_argument("--database", default="bench_api", help="PostgreSQL database to create (and drop)")
+    parser.add_argument("--profile", type=int, default=0, metavar="CYCLES", help="in-process cost per endpoint")
+    parser.add_argument("--profile-top", type=int, default=0, help="with --profile: cProfile's top N to stderr")
     args = parser.parse_args()
 
-    with bench_database("bench_api") as database_url, tempfile.TemporaryDirectory() as data_dir:
+    if args.profile:
+        os.environ.update(ALLOWED_HOSTS="127.0.0.1", API_KEY_RATE="1000000/min")
+    with bench_database(args.database) as database_url, tempfile.TemporaryDirectory() as data_dir:
         keys = seed(runs=args.runs, phases=args.phases, executors=args.executors)
+        if args.profile:
+            print(json.dumps(profile(keys, cycles=args.profile, top=args.profile_top), indent=2))
+            return
         from django.db import connections
 
         connections.close_all()
@@ -231,12 +329,14 @@ def main() -> None:
                 )
                 for n, key in enumerate(keys)
             ]
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), server_cpu_seconds(server.pid)
             for executor in executors:
                 executor.start()
             for executor in executors:
                 executor.join()
-            print(json.dumps(report(stats, seconds=time.perf_counter() - started, rate=args.rate), indent=2))
+            server_cpu = server_cpu_seconds(server.pid) - cpu_before
+            elapsed = time.perf_counter() - started
+            print(json.dumps(report(stats, seconds=elapsed, rate=args.rate, server_cpu=server_cpu), indent=2))
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -19,8 +20,11 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Subquery
 
+from autopack_site.api_errors import redact_json
 from autopack_site.lib.errors import DomainError
+from autopack_site.lib.logging import redact
 from runs.engine.circuit import CircuitBreaker
 from runs.engine.doctor import failure_fingerprint
 from runs.engine.outcome import OutcomeKind, PhaseOutcome
@@ -53,14 +57,21 @@ def _models(run: Run) -> dict[str, dict[str, str]]:
 
 
 def _prices(models: dict[str, dict[str, str]], ladder: list[str]) -> dict[str, dict[str, float]]:
-    """Per-million prices of the models this phase may use, from the telemetry price table (if installed)."""
+    """Per-million prices of the models this phase may use, from the telemetry price table (if installed).
+
+    Cached (``_spec_cached``): every claim asks for the same few models, and a lookup costs two queries each.
+    """
+    names = tuple(sorted({model for table in models.values() for model in table.values()} | set(ladder)))
+    return _spec_cached(f"prices:{'|'.join(names)}", lambda: _price_lookup(names))
+
+
+def _price_lookup(names: tuple[str, ...]) -> dict[str, dict[str, float]]:
     try:
         from telemetry.pricing import model_price
     except ImportError:
         return {}
-    names = {model for table in models.values() for model in table.values()} | set(ladder)
     prices = {}
-    for name in sorted(names):
+    for name in names:
         price = model_price(name)
         if price is not None:
             prices[name] = {
@@ -70,6 +81,49 @@ def _prices(models: dict[str, dict[str, str]], ladder: list[str]) -> dict[str, d
                 "cache_read": float(price.cache_read_per_mtok),
             }
     return prices
+
+
+# Price tables and estimator calibrations change rarely (an operator's act) but are read on every claim: they are
+# kept in the cache for ``AUTOPACK["SPEC_CACHE_SECONDS"]`` (default 60) and dropped as soon as this process saves
+# one; other processes see a change within that time. A new price table takes effect at its ``effective_from``
+# anyway, and a calibration only tunes the token estimator.
+_SPEC_CACHE_KEY = "runs.execution.spec-inputs"
+
+
+def _spec_cached(name: str, compute: Any) -> Any:
+    """``compute()``, remembered under ``name`` in one cache entry shared by every spec input (one cache read)."""
+    from django.core.cache import cache
+
+    seconds = int(_autopack("SPEC_CACHE_SECONDS", 60))
+    if seconds <= 0:
+        return compute()
+    entries = cache.get(_SPEC_CACHE_KEY) or {}
+    if name not in entries:
+        entries = {**entries, name: compute()}
+        cache.set(_SPEC_CACHE_KEY, entries, seconds)
+    return entries[name]
+
+
+def spec_cache_clear(**_: Any) -> None:
+    """Forget the cached prices and calibrations (connected to their models' save and delete signals)."""
+    from django.core.cache import cache
+
+    cache.delete(_SPEC_CACHE_KEY)
+
+
+def _connect_spec_cache_signals() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    try:
+        from telemetry.models import EstimatorCalibration, ModelPrice, PriceTable
+    except ImportError:
+        return
+    for model in (PriceTable, ModelPrice, EstimatorCalibration):
+        for signal in (post_save, post_delete):
+            signal.connect(spec_cache_clear, sender=model, dispatch_uid=f"spec-cache-{model.__name__}-{id(signal)}")
+
+
+_connect_spec_cache_signals()
 
 
 RESEARCH_NOTE = (
@@ -98,13 +152,27 @@ def _research_context(phase: Phase, paths: list[str]) -> tuple[str, str]:
     return insights, goal_anchor(goal)
 
 
-def _research_reports(run: Run) -> str:
-    """Reports of the run's finished research phases (the run's own output, so replays get them too)."""
+def _research_reports(run: Run, *, has_sessions: bool | None = None) -> str:
+    """Reports of the run's finished research phases (the run's own output, so replays get them too).
+
+    ``has_sessions`` False (known from the phase query) saves the lookup for the usual run without research.
+    """
+    if has_sessions is False:
+        return ""
     try:
         from research.sessions import research_report_for_run
     except ImportError:
         return ""
     return research_report_for_run(run.pk)
+
+
+def _research_sessions_exist() -> Any:
+    """``Exists`` of the phase's run's complete research sessions, to annotate the phase query (None: no app)."""
+    try:
+        from research.models import ResearchSession, SessionStatus
+    except ImportError:
+        return None
+    return Exists(ResearchSession.objects.filter(run_id=OuterRef("run_id"), status=SessionStatus.COMPLETE))
 
 
 def _calibrated_overheads() -> dict[str, int]:
@@ -113,23 +181,40 @@ def _calibrated_overheads() -> dict[str, int]:
         from telemetry.calibration import current_overheads
     except ImportError:
         return {}
-    overheads = current_overheads()
+    overheads = _spec_cached("overheads", current_overheads)
     return {str(key): int(value) for key, value in overheads.items() if isinstance(value, int | float)}
 
 
-def _ci_overrides(phase: Phase) -> dict[str, str]:
-    """What failure hardening changed in the CI settings, as of the phase's last judged attempt."""
-    summary = (
-        Attempt.objects.filter(phase=phase, status__in=[AttemptStatus.FAILED, AttemptStatus.SUCCEEDED])
+def _last_judged_summary() -> Subquery:
+    """The summary of the phase's last judged attempt (what failure hardening's ``ci_overrides`` live in)."""
+    return Subquery(
+        Attempt.objects.filter(phase=OuterRef("pk"), status__in=[AttemptStatus.FAILED, AttemptStatus.SUCCEEDED])
         .order_by("-number")
-        .values_list("summary", flat=True)
-        .first()
+        .values("summary")[:1]
     )
-    overrides = (summary or {}).get("ci_overrides") if isinstance(summary, dict) else None
+
+
+def _ci_overrides(summary: Any) -> dict[str, str]:
+    """What failure hardening changed in the CI settings, as of the phase's last judged attempt."""
+    overrides = summary.get("ci_overrides") if isinstance(summary, dict) else None
     if not isinstance(overrides, dict):
         return {}
     known = set(CiSpec.__dataclass_fields__)
     return {str(key): value for key, value in overrides.items() if key in known and isinstance(value, str)}
+
+
+def _spec_phase(phase_id: int) -> tuple[Phase, Any, bool | None]:
+    """The phase with its run and project, its last judged attempt's summary and whether its run has research
+    reports: one query (they used to be three)."""
+    annotations: dict[str, Any] = {"last_judged_summary": _last_judged_summary()}
+    sessions = _research_sessions_exist()
+    if sessions is not None:
+        annotations["has_research_sessions"] = sessions
+    phase = Phase.objects.select_related("run__project").annotate(**annotations).get(pk=phase_id)
+    summary = phase.last_judged_summary
+    if isinstance(summary, str):  # JSON from a subquery is not decoded by every backend
+        summary = json.loads(summary)
+    return phase, summary, getattr(phase, "has_research_sessions", None)
 
 
 def _replays(run: Run) -> dict[str, Any] | None:
@@ -143,13 +228,13 @@ def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> Pha
 
     Failure hardening's ``ci_overrides`` from the last judged attempt are applied to the CI settings.
     """
-    phase = Phase.objects.select_related("run__project").get(pk=phase_id)
+    phase, last_summary, has_research_sessions = _spec_phase(phase_id)
     run, project = phase.run, phase.run.project
     override = _replays(run)
     if with_insights is None:
         with_insights = override is None
     scope = phase.scope or {}
-    overrides = _ci_overrides(phase)
+    overrides = _ci_overrides(last_summary)
     ci = {**dict(scope.get("ci") or {}), **overrides}
     models = _models(run)
     ladder = list(_autopack("ESCALATION_LADDER", DEFAULT_LADDER))
@@ -188,7 +273,7 @@ def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> Pha
         escalation_ladder=ladder,
         prices=_prices(models, ladder),
         estimator_overheads=_calibrated_overheads() if with_insights else {},
-        research=_research_reports(run),
+        research=_research_reports(run, has_sessions=has_research_sessions),
         budgets=Budgets(
             run_token_cap=run.token_cap,
             run_usd_cap=float(run.usd_cap),
@@ -264,12 +349,20 @@ class DjangoRecorder:
                 epoch=self.epoch,
                 stage=stage,
                 kind=kind,
-                data=data,
-                blob=blob,
+                # Prompts, responses, logs and diffs can carry credentials; none may be stored.
+                data=redact_json(data),
+                blob=self._redacted(blob),
                 worker=self.worker,
             )
         except DomainError:
             self.lost = True  # stale epoch: the lease is gone; the attempt stops at the next boundary
+
+    @staticmethod
+    def _redacted(blob: bytes | None) -> bytes | None:
+        if blob is None:
+            return None
+        # surrogateescape round-trips bytes that are not UTF-8, so a binary blob is stored unchanged.
+        return redact(blob.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
     def _telemetry(self, name: str, **fields: Any) -> None:
         try:

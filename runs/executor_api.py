@@ -5,16 +5,26 @@ JWT). Its lease identity is ``key:<prefix>/<worker>``: derived from the key, so 
 phase leased through another key, and from the worker id it sends, so two executors sharing a key hold
 distinct leases. Every write carries the claim epoch; a stale one is answered 409 (``stale_epoch``) and
 changes nothing. The views are thin: validate, call ``runs.services.leases``, serialize.
+
+Every request and response body has an explicit serializer and every integer is bounded (ids and epochs
+by PostgreSQL's bigint), so a malformed or out-of-range value is a 400 in the documented error shape
+(``autopack_site.api_errors``), never a 500.
+
+Research phases are not handed to remote executors: a research session reads the server's corpora and
+memory through the ORM, so it runs on the server's own workers (``manage.py drain``, django-q2), which
+``phase_finish`` and ``phase_release`` enqueue for the run. A remote claim leaves out runs whose next phase
+is a research phase, and gives such a phase back at once if it wins one in a race with a finishing phase.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.db.models import OuterRef, Subquery
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,12 +33,18 @@ from rest_framework.views import APIView
 from accounts.authentication import request_api_key
 from accounts.models import ApiKeyScope
 from accounts.permissions import HasScope
-from autopack_site.lib.errors import ValidationFailed
-from runs.engine.outcome import PhaseOutcome
-from runs.models import Run, RunFailureReason, RunState
+from runs import execution
+from runs.engine.outcome import OutcomeKind, PhaseOutcome
+from runs.models import Phase, Run, RunFailureReason, RunState
 from runs.services import leases
+from runs.services.leases import OPEN_STATES
 
 WORKER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: ids, epochs and token counters
+MAX_INT32 = 2**31 - 1  # PositiveIntegerField columns (budget_override)
+MAX_COST_USD = Decimal("1000000")  # per attempt; the run's counter holds up to 10**8
+RESEARCH_CATEGORY = execution.RESEARCH_CATEGORY
+RESEARCH_RELEASE_REASON = "research phases run on the server's workers, not on remote executors"
 
 
 def lease_identity(request: Request, worker: str) -> str:
@@ -38,14 +54,42 @@ def lease_identity(request: Request, worker: str) -> str:
     return f"user:{request.user.get_username()}/{worker}"
 
 
+# --- request bodies ---------------------------------------------------------------------------------------
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+class JsonObjectField(serializers.DictField):
+    """A JSON object stored in a JSON column: PostgreSQL's jsonb cannot hold NUL characters, so they are a 400."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        if _has_nul(value):
+            raise serializers.ValidationError("strings may not contain NUL characters")
+        return value
+
+
 class ClaimInput(serializers.Serializer):
-    worker = serializers.RegexField(WORKER_ID)
-    runs = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=1000)
+    worker = serializers.RegexField(WORKER_ID, help_text="This executor's name; part of its lease identity.")
+    runs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        required=False,
+        max_length=1000,
+        help_text="Only claim phases of these runs.",
+    )
 
 
 class LeaseInput(serializers.Serializer):
     worker = serializers.RegexField(WORKER_ID)
-    epoch = serializers.IntegerField(min_value=1)
+    epoch = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="The claim epoch of the lease.")
 
 
 class HeartbeatInput(LeaseInput):
@@ -55,16 +99,74 @@ class HeartbeatInput(LeaseInput):
 class EventInput(LeaseInput):
     stage = serializers.CharField(max_length=32)
     kind = serializers.CharField(max_length=32)
-    data = serializers.JSONField(required=False, default=dict)
-    blob = serializers.CharField(required=False, allow_null=True, default=None, help_text="base64")
+    data = JsonObjectField(required=False, default=dict, help_text="The event's JSON object.")
+    blob = serializers.RegexField(
+        r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        default=None,
+        help_text="Base64 bytes (a log, a report); stored compressed.",
+    )
+
+    def validate_blob(self, value: str | None) -> bytes | None:
+        if value is None:
+            return None
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise serializers.ValidationError("not base64") from None
+
+
+class OutcomeInput(serializers.Serializer):
+    """``runs.engine.outcome.PhaseOutcome`` as JSON (``PhaseOutcome.as_dict()``)."""
+
+    kind = serializers.ChoiceField(choices=[kind.value for kind in OutcomeKind])
+    reason = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    commit_sha = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
+    failure_fingerprint = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    run_failure_reason = serializers.ChoiceField(
+        choices=["", *RunFailureReason.values], required=False, allow_blank=True, default=""
+    )
+    builder_hint = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    budget_override = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=MAX_INT32
+    )
+    escalate_model = serializers.BooleanField(required=False, default=False)
+    replan = serializers.BooleanField(required=False, default=False)
+    patch_failure = serializers.BooleanField(required=False, default=False)
+    doctor_called = serializers.BooleanField(required=False, default=False)
+    input_tokens = serializers.IntegerField(required=False, default=0, min_value=0, max_value=10**12)
+    output_tokens = serializers.IntegerField(required=False, default=0, min_value=0, max_value=10**12)
+    cost_usd = serializers.RegexField(
+        r"^[0-9]{1,7}(?:\.[0-9]{1,12})?$",
+        required=False,
+        default="0",
+        help_text="Decimal dollars as a string, e.g. `0.0123` (at most 1000000).",
+    )
+    model = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+    diff = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    summary = JsonObjectField(required=False, default=dict)
+
+    def validate_cost_usd(self, value: str) -> str:
+        try:
+            cost = Decimal(value)
+        except (InvalidOperation, ValueError):  # the pattern already keeps these out; kept as a second guard
+            raise serializers.ValidationError("not a decimal number") from None
+        if not cost.is_finite() or cost < 0 or cost > MAX_COST_USD:
+            raise serializers.ValidationError(f"must be between 0 and {MAX_COST_USD}")
+        return value
 
 
 class FinishInput(LeaseInput):
-    outcome = serializers.JSONField()
+    outcome = OutcomeInput()
 
 
 class ReleaseInput(LeaseInput):
     reason = serializers.CharField(max_length=500, required=False, default="released by executor")
+
+
+# --- response bodies --------------------------------------------------------------------------------------
 
 
 class ClaimBody(serializers.Serializer):
@@ -74,18 +176,18 @@ class ClaimBody(serializers.Serializer):
     attempt_id = serializers.IntegerField()
     attempt_number = serializers.IntegerField()
     lease_expires_at = serializers.DateTimeField()
-    worker = serializers.CharField()
+    worker = serializers.CharField(help_text="The lease identity: `key:<prefix>/<worker>` or `user:<name>/<worker>`.")
 
 
 class ClaimOutput(serializers.Serializer):
     claim = ClaimBody()
-    spec = serializers.JSONField(help_text="PhaseSpec.to_dict(): everything the engine needs for the attempt")
+    spec = serializers.DictField(help_text="PhaseSpec.to_dict(): everything the engine needs for the attempt.")
 
 
 class HeartbeatOutput(serializers.Serializer):
     lease_expires_at = serializers.DateTimeField()
     run_state = serializers.CharField()
-    should_stop = serializers.BooleanField()
+    should_stop = serializers.BooleanField(help_text="The run was cancelled or failed: stop at the next stage.")
 
 
 class EventOutput(serializers.Serializer):
@@ -97,10 +199,21 @@ class PhaseStateOutput(serializers.Serializer):
     state = serializers.CharField()
 
 
+PHASE_ID = OpenApiParameter(
+    "phase_id",
+    int,
+    OpenApiParameter.PATH,
+    description="The phase's numeric id (as in the claim); ids beyond 2**63-1 are 404.",
+)
+
+
 def _valid(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+# --- views ------------------------------------------------------------------------------------------------
 
 
 class ExecutorView(APIView):
@@ -117,37 +230,67 @@ class ClaimView(ExecutorView):
     )
     def post(self, request: Request) -> Response:
         data = _valid(ClaimInput, request)
+        worker = lease_identity(request, data["worker"])
         runs = _claimable_runs(request, data.get("runs"))
-        if runs == []:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        claim = leases.phase_claim(worker=lease_identity(request, data["worker"]), runs=runs)
-        if claim is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response({"claim": claim.as_dict(), "spec": _spec_for(claim)})
+        for _ in range(3):
+            if runs == []:
+                break
+            claim = leases.phase_claim(worker=worker, runs=runs)
+            if claim is None:
+                break
+            try:
+                spec = execution.build_phase_spec(claim.phase_id)
+            except Exception:
+                # Nobody will ever work on this claim: give the phase back now rather than when the lease expires.
+                leases.phase_release(
+                    phase_id=claim.phase_id, epoch=claim.claim_epoch, worker=worker, reason="building the spec failed"
+                )
+                raise
+            if spec.category != RESEARCH_CATEGORY:
+                spec.attempt_id, spec.claim_epoch = claim.attempt_id, claim.claim_epoch
+                return Response({"claim": claim.as_dict(), "spec": spec.to_dict()})
+            # Lost a race: the run's research phase became its head after we looked. Give it back (the run's
+            # work is enqueued for the server's workers) and look elsewhere.
+            leases.phase_release(
+                phase_id=claim.phase_id, epoch=claim.claim_epoch, worker=worker, reason=RESEARCH_RELEASE_REASON
+            )
+            runs = _claimable_runs(request, data.get("runs"), exclude=claim.run_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _claimable_runs(request: Request, wanted: list[int] | None) -> list[int] | None:
-    """Staff executors may take any run; others only runs of projects their key's owner belongs to."""
+def _claimable_runs(request: Request, wanted: list[int] | None, *, exclude: int | None = None) -> list[int] | None:
+    """The runs this claim may take a phase from (None: any running run).
+
+    Staff executors may take any run; others only runs of projects their key's owner belongs to. Runs whose
+    next open phase is a research phase are left out (see the module docstring). One query in the usual case.
+    """
     user = request.user
-    if user.is_staff or user.is_superuser:
-        return wanted
-    visible = Run.objects.for_user(user).filter(state=RunState.RUNNING)
+    head_category = Subquery(
+        Phase.objects.filter(run=OuterRef("pk"), state__in=OPEN_STATES).order_by("sequence").values("category")[:1]
+    )
+    running = Run.objects.filter(state=RunState.RUNNING)
     if wanted:
-        visible = visible.filter(pk__in=wanted)
-    return list(visible.values_list("pk", flat=True).distinct())
-
-
-def _spec_for(claim: leases.Claim) -> dict[str, Any]:
-    from runs.execution import build_phase_spec
-
-    spec = build_phase_spec(claim.phase_id)
-    spec.attempt_id, spec.claim_epoch = claim.attempt_id, claim.claim_epoch
-    return spec.to_dict()
+        running = running.filter(pk__in=wanted)
+    if exclude is not None:
+        running = running.exclude(pk=exclude)
+    if not (user.is_staff or user.is_superuser):
+        rows = running.filter(project__memberships__user=user).annotate(head=head_category)
+        return sorted({pk for pk, head in rows.values_list("pk", "head") if head != RESEARCH_CATEGORY})
+    # Staff: usually no run waits on research, and the claim needs no list of runs at all.
+    research = set(running.annotate(head=head_category).filter(head=RESEARCH_CATEGORY).values_list("pk", flat=True))
+    if not research and exclude is None:
+        return wanted
+    if wanted:
+        return [pk for pk in wanted if pk not in research and pk != exclude]
+    return list(running.exclude(pk__in=research).values_list("pk", flat=True))
 
 
 class HeartbeatView(ExecutorView):
     @extend_schema(
-        summary="Extend the lease; learn whether to stop.", request=HeartbeatInput, responses=HeartbeatOutput
+        summary="Extend the lease; learn whether to stop.",
+        parameters=[PHASE_ID],
+        request=HeartbeatInput,
+        responses=HeartbeatOutput,
     )
     def post(self, request: Request, phase_id: int) -> Response:
         data = _valid(HeartbeatInput, request)
@@ -161,7 +304,12 @@ class HeartbeatView(ExecutorView):
 
 
 class EventView(ExecutorView):
-    @extend_schema(summary="Append a stage event to the attempt.", request=EventInput, responses={201: EventOutput})
+    @extend_schema(
+        summary="Append a stage event to the attempt.",
+        parameters=[PHASE_ID],
+        request=EventInput,
+        responses={201: EventOutput},
+    )
     def post(self, request: Request, phase_id: int) -> Response:
         data = _valid(EventInput, request)
         event = leases.phase_report_event(
@@ -170,65 +318,53 @@ class EventView(ExecutorView):
             worker=lease_identity(request, data["worker"]),
             stage=data["stage"],
             kind=data["kind"],
-            data=data["data"] if isinstance(data["data"], dict) else {"value": data["data"]},
-            blob=_decode_blob(data["blob"]),
+            data=data["data"],
+            blob=data["blob"],
         )
         return Response({"seq": event.seq}, status=status.HTTP_201_CREATED)
 
 
-def _decode_blob(blob: str | None) -> bytes | None:
-    if blob is None:
-        return None
-    try:
-        return base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationFailed("blob must be base64", details={"blob": ["not base64"]}) from None
-
-
 class FinishView(ExecutorView):
-    @extend_schema(summary="Post the attempt's outcome.", request=FinishInput, responses=PhaseStateOutput)
+    @extend_schema(
+        summary="Post the attempt's outcome.",
+        description="Applies the outcome like a local worker's (``phase_finish``), then records the attempt's "
+        "goal drift and enqueues its memory follow-ups.",
+        parameters=[PHASE_ID],
+        request=FinishInput,
+        responses=PhaseStateOutput,
+    )
     def post(self, request: Request, phase_id: int) -> Response:
         data = _valid(FinishInput, request)
-        outcome = _parse_outcome(data["outcome"])
+        outcome = _outcome(data["outcome"])
         phase = leases.phase_finish(
             phase_id=phase_id, epoch=data["epoch"], outcome=outcome, worker=lease_identity(request, data["worker"])
         )
+        _followups(phase, epoch=data["epoch"], outcome=outcome)
         return Response({"phase_id": phase.pk, "state": phase.state})
 
 
-def _parse_outcome(raw: Any) -> PhaseOutcome:
-    """``PhaseOutcome.from_dict`` with the field types checked, so a malformed outcome is a 400, not a 500."""
-    try:
-        outcome = PhaseOutcome.from_dict(raw)
-        for name in ("input_tokens", "output_tokens"):
-            if not isinstance(getattr(outcome, name), int) or getattr(outcome, name) < 0:
-                raise ValueError(f"{name} must be a non-negative integer")
-        if outcome.budget_override is not None and not isinstance(outcome.budget_override, int):
-            raise ValueError("budget_override must be an integer")
-        text_fields = (
-            "reason",
-            "commit_sha",
-            "failure_fingerprint",
-            "run_failure_reason",
-            "builder_hint",
-            "model",
-            "diff",
-        )
-        if not all(isinstance(getattr(outcome, name), str) for name in text_fields):
-            raise ValueError("text fields must be strings")
-        if not isinstance(outcome.summary, dict):
-            raise ValueError("summary must be an object")
-        if Decimal(str(outcome.cost_usd)) < 0:
-            raise ValueError("cost_usd must not be negative")
-    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-        raise ValidationFailed("invalid outcome", details={"outcome": [str(exc)]}) from None
-    if outcome.run_failure_reason and outcome.run_failure_reason not in RunFailureReason.values:
-        raise ValidationFailed("invalid outcome", details={"run_failure_reason": ["unknown reason"]})
-    return outcome
+def _outcome(fields: dict[str, Any]) -> PhaseOutcome:
+    return PhaseOutcome(**{**fields, "kind": OutcomeKind(fields["kind"])})
+
+
+def _followups(phase: Phase, *, epoch: int, outcome: PhaseOutcome) -> None:
+    """What ``execute_claim`` does after ``phase_finish`` for a local attempt: goal drift, memory."""
+    from runs.models import Attempt
+
+    attempt_id = Attempt.objects.filter(phase_id=phase.pk, claim_epoch=epoch).values_list("pk", flat=True).first()
+    if attempt_id is None:
+        return
+    goal = phase.run.goal if outcome.diff else ""  # the goal is only read when there is a diff to compare
+    execution.attempt_followups(attempt_id=attempt_id, goal=goal, description=phase.description, diff=outcome.diff)
 
 
 class ReleaseView(ExecutorView):
-    @extend_schema(summary="Give the phase back without a verdict.", request=ReleaseInput, responses=PhaseStateOutput)
+    @extend_schema(
+        summary="Give the phase back without a verdict.",
+        parameters=[PHASE_ID],
+        request=ReleaseInput,
+        responses=PhaseStateOutput,
+    )
     def post(self, request: Request, phase_id: int) -> Response:
         data = _valid(ReleaseInput, request)
         phase = leases.phase_release(

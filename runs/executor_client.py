@@ -4,6 +4,9 @@ A remote executor talks only HTTP: it claims a phase (receiving the ``PhaseSpec`
 engine as a local worker (``run_attempt``) in its own workspaces, heartbeats, streams stage events and
 posts the outcome, every call carrying the claim epoch. Server errors and dropped connections are retried
 with exponential backoff and full jitter; a 409 means the lease is gone and ends the attempt.
+
+Research phases never come this way: a research session reads the server's corpora and memory, so the
+server keeps them for its own workers (``runs.executor_api``) and a remote executor only runs Builder work.
 """
 
 from __future__ import annotations

@@ -118,3 +118,237 @@ def test_an_invalid_outcome_is_a_400(executor):
         format="json",
     )
     assert response.status_code == 400
+
+
+# --- bounded input, documented errors -------------------------------------------------------------------
+
+
+def lease_of(held: dict, **extra) -> dict:
+    return {"worker": "box-1", "epoch": held["claim_epoch"], **extra}
+
+
+def test_an_epoch_beyond_bigint_is_a_400_in_the_error_shape_not_a_500(executor):
+    make_run(state=RunState.RUNNING)
+    held = claim(executor)
+    response = executor.post(
+        f"/api/executor/phases/{held['phase_id']}/heartbeat", {"worker": "box-1", "epoch": 2**63}, format="json"
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid" and "epoch" in error["details"]
+
+
+def test_a_run_id_beyond_bigint_in_a_claim_is_a_400(executor):
+    make_run(state=RunState.RUNNING)
+    response = executor.post("/api/executor/claim", {"worker": "box-1", "runs": [2**63]}, format="json")
+    assert response.status_code == 400 and "runs" in response.json()["error"]["details"]
+    assert not Phase.objects.filter(state=PhaseState.EXECUTING).exists()
+
+
+def test_a_phase_id_beyond_bigint_or_unknown_is_a_json_404(executor):
+    for phase_id in (2**63, 10**30, 2**63 - 1):
+        response = executor.post(
+            f"/api/executor/phases/{phase_id}/heartbeat", {"worker": "box-1", "epoch": 1}, format="json"
+        )
+        assert response.status_code == 404, phase_id
+        assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("input_tokens", 2**63),
+        ("output_tokens", -1),
+        ("budget_override", 2**31),
+        ("cost_usd", "1e30"),
+        ("cost_usd", "NaN"),
+        ("cost_usd", "-1"),
+        ("summary", [1, 2]),
+        ("run_failure_reason", "bored"),
+        ("commit_sha", "x" * 65),
+    ],
+)
+def test_an_out_of_range_or_mistyped_outcome_field_is_a_400_and_finishes_nothing(executor, field, value):
+    make_run(state=RunState.RUNNING)
+    held = claim(executor)
+    outcome = {"kind": "complete", field: value}
+    response = executor.post(
+        f"/api/executor/phases/{held['phase_id']}/finish", lease_of(held, outcome=outcome), format="json"
+    )
+    assert response.status_code == 400
+    assert field in response.json()["error"]["details"]["outcome"]
+    assert Phase.objects.get(pk=held["phase_id"]).state == PhaseState.EXECUTING
+
+
+def test_a_blob_that_is_not_base64_is_a_400(executor):
+    make_run(state=RunState.RUNNING)
+    held = claim(executor)
+    response = executor.post(
+        f"/api/executor/phases/{held['phase_id']}/events",
+        lease_of(held, stage="s", kind="k", blob="%%%"),
+        format="json",
+    )
+    assert response.status_code == 400 and "blob" in response.json()["error"]["details"]
+    assert not AttemptEvent.objects.exists()
+
+
+def test_the_schema_documents_every_executor_operation_with_bodies_and_error_shapes():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = {path: item["post"] for path, item in schema["paths"].items() if path.startswith("/api/executor/")}
+    assert len(operations) == 5
+    for path, operation in operations.items():
+        assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"], path
+        for code in ("400", "401", "403", "409", "413", "429"):
+            assert operation["responses"][code]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }, (path, code)
+        if "{phase_id}" in path:
+            assert "404" in operation["responses"]
+    outcome = schema["components"]["schemas"]["OutcomeInputRequest"]["properties"]
+    assert outcome["input_tokens"]["maximum"] == 10**12 and outcome["budget_override"]["maximum"] == 2**31 - 1
+
+
+# --- follow-ups and research ----------------------------------------------------------------------------
+
+
+def test_a_remote_finish_records_goal_drift_and_enqueues_the_memory_follow_up(
+    executor, settings, django_capture_on_commit_callbacks
+):
+    from research.models import GoalDriftCheck
+
+    make_run(state=RunState.RUNNING, phases=1, goal="multiplication for the calc package")
+    held = claim(executor)
+    diff = "--- a/calc/mul.py\n+++ b/calc/mul.py\n+def mul(a, b):\n+    return a * b\n"
+    outcome = PhaseOutcome(kind=OutcomeKind.COMPLETE, commit_sha="c0ffee", diff=diff).as_dict()
+    with django_capture_on_commit_callbacks(execute=True):
+        done = executor.post(
+            f"/api/executor/phases/{held['phase_id']}/finish", lease_of(held, outcome=outcome), format="json"
+        )
+    assert done.status_code == 200
+    drift = GoalDriftCheck.objects.get(attempt_id=held["attempt_id"])
+    assert drift.embedder and -1.0 <= drift.similarity <= 1.0
+    if "orm" in settings.Q_CLUSTER:
+        from django_q.models import OrmQ
+        from django_q.signing import SignedPackage
+
+        tasks = [SignedPackage.loads(row.payload) for row in OrmQ.objects.all()]
+        assert [task["args"] for task in tasks if task["func"] == "research.tasks.attempt_finished"] == [
+            (held["attempt_id"],)
+        ]
+
+
+def test_a_remote_finish_without_a_diff_records_no_goal_drift(executor):
+    from research.models import GoalDriftCheck
+
+    make_run(state=RunState.RUNNING, phases=1)
+    held = claim(executor)
+    outcome = PhaseOutcome(kind=OutcomeKind.RETRY, reason="tests failed").as_dict()
+    done = executor.post(
+        f"/api/executor/phases/{held['phase_id']}/finish", lease_of(held, outcome=outcome), format="json"
+    )
+    assert done.json()["state"] == "queued"
+    assert not GoalDriftCheck.objects.exists()
+
+
+def make_research_headed_run() -> tuple:
+    run = make_run(state=RunState.RUNNING, phases=2)
+    Phase.objects.filter(run=run, sequence=0).update(category="research")
+    return run
+
+
+def test_a_remote_executor_is_not_handed_a_research_phase(executor):
+    research_run = make_research_headed_run()
+    builder_run = make_run(state=RunState.RUNNING, phases=1)
+    held = claim(executor)
+    assert held["run_id"] == builder_run.pk
+    assert executor.post("/api/executor/claim", {"worker": "box-2"}, format="json").status_code == 204
+    head = Phase.objects.get(run=research_run, sequence=0)
+    assert (head.state, head.attempt_count) == (PhaseState.QUEUED, 0)  # left for the server's workers
+
+
+def test_a_non_staff_executor_is_not_handed_a_research_phase_of_its_project_either():
+    from accounts.models import Membership
+
+    client_user = make_user(staff=True)
+    _, raw = api_key_create(owner=client_user, name="executor", scopes=["executor"])
+    client_user.is_staff = False  # demoted after the key was issued: it keeps working for its projects only
+    client_user.save()
+    run = make_research_headed_run()
+    Membership.objects.create(user=client_user, project=run.project, role="operator")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    assert client.post("/api/executor/claim", {"worker": "box-1"}, format="json").status_code == 204
+    other = make_run(project=run.project, state=RunState.RUNNING, phases=1)
+    assert claim(client)["run_id"] == other.pk
+
+
+def test_a_research_phase_won_in_a_race_is_given_back_and_the_claim_moves_on(executor, monkeypatch):
+    from runs import executor_api
+
+    research_run = make_research_headed_run()
+    builder_run = make_run(state=RunState.RUNNING, phases=1)
+    # The race: the first look finds no research at the head of any run (as if the run's earlier phase were
+    # still executing then), the claim itself then wins the research phase.
+    looks = []
+    real = executor_api._claimable_runs
+
+    def first_look_blind(request, wanted, *, exclude=None):
+        looks.append(exclude)
+        return None if len(looks) == 1 else real(request, wanted, exclude=exclude)
+
+    monkeypatch.setattr(executor_api, "_claimable_runs", first_look_blind)
+    held = claim(executor)
+    assert held["run_id"] == builder_run.pk and looks == [None, research_run.pk]
+    head = Phase.objects.get(run=research_run, sequence=0)
+    assert head.state == PhaseState.QUEUED and head.attempts.get().status == "abandoned"
+
+
+def test_a_new_price_table_reaches_the_next_claims_spec_despite_the_price_cache(executor):
+    from django.utils import timezone
+
+    from telemetry.models import ModelPrice, PriceTable
+
+    make_run(state=RunState.RUNNING, phases=1)
+    make_run(state=RunState.RUNNING, phases=1)
+    first = executor.post("/api/executor/claim", {"worker": "box-1"}, format="json").json()["spec"]["prices"]
+    table = PriceTable.objects.create(version="test-next", effective_from=timezone.now(), source="test")
+    ModelPrice.objects.create(
+        table=table,
+        model="claude-haiku-4-5",
+        input_per_mtok=7,
+        output_per_mtok=11,
+        cache_write_per_mtok=13,
+        cache_read_per_mtok=17,
+    )
+    second = executor.post("/api/executor/claim", {"worker": "box-2"}, format="json").json()["spec"]["prices"]
+    assert first.get("claude-haiku-4-5", {}).get("input") != 7.0
+    assert second == {"claude-haiku-4-5": {"input": 7.0, "output": 11.0, "cache_write": 13.0, "cache_read": 17.0}}
+
+
+def test_a_nul_character_in_event_data_is_a_400_because_jsonb_cannot_store_it(executor):
+    make_run(state=RunState.RUNNING)
+    held = claim(executor)
+    response = executor.post(
+        f"/api/executor/phases/{held['phase_id']}/events",
+        lease_of(held, stage="s", kind="k", data={"log": "a\x00b"}),
+        format="json",
+    )
+    assert response.status_code == 400 and "data" in response.json()["error"]["details"]
+    assert not AttemptEvent.objects.exists()
+
+
+def test_a_claim_whose_spec_cannot_be_built_gives_the_phase_back_at_once(executor, monkeypatch):
+    from runs import execution
+
+    make_run(state=RunState.RUNNING, phases=1)
+
+    def broken(phase_id, **_):
+        raise RuntimeError("spec exploded")
+
+    monkeypatch.setattr(execution, "build_phase_spec", broken)
+    executor.raise_request_exception = False
+    assert executor.post("/api/executor/claim", {"worker": "box-1"}, format="json").status_code == 500
+    phase = Phase.objects.get()
+    assert (phase.state, phase.lease_owner) == (PhaseState.QUEUED, "")

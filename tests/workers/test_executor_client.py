@@ -91,3 +91,23 @@ def test_the_executor_command_drains_runs_over_http(live_server, tmp_path):
     assert AttemptEvent.objects.filter(attempt__phase__run=run, stage="build").count() == 3
     worker = Phase.objects.filter(run=run).first().attempts.get().worker
     assert worker.startswith("key:") and worker.endswith("/remote-box-0")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_remote_executor_leaves_research_phases_to_the_servers_workers(live_server, tmp_path):
+    research_run = make_run(state=RunState.RUNNING, phases=2)
+    Phase.objects.filter(run=research_run, sequence=0).update(category="research")
+    builder_run = make_run(state=RunState.RUNNING, phases=2)
+    _, key = api_key_create(owner=make_user(staff=True), name="remote", scopes=["executor"])
+    out = StringIO()
+    call_command(
+        "executor",
+        *("--api", f"{live_server.url}/api/executor/", "--key", key, "--engine", "noop", "--until-empty"),
+        *("--workspaces", str(tmp_path)),
+        stdout=out,
+    )
+    assert out.getvalue().count(": complete") == 2
+    builder_run.refresh_from_db()
+    assert builder_run.state == RunState.COMPLETE
+    research_phases = Phase.objects.filter(run=research_run).order_by("sequence")
+    assert [(phase.state, phase.attempt_count) for phase in research_phases] == [(PhaseState.QUEUED, 0)] * 2

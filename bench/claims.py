@@ -3,10 +3,15 @@
     .venv/bin/python bench/claims.py                       # 3 worker processes, 10,000 queued phases
 
 Creates its own database (``bench_claims``), fills it with ``--runs`` x ``--phases`` queued phases, then
-1. measures claim latency from one process while the queue holds 10,000 phases (claim, then release, so
+1. times the claim statement inside PostgreSQL (EXPLAIN ANALYZE; planned each time, and prepared once as the
+   service runs it),
+2. measures claim latency from one process while the queue holds 10,000 phases (claim, then release, so
    the queue does not shrink), and
-2. runs ``--processes`` worker processes that claim and finish (complete, no engine) for ``--seconds``,
-   and prints the cycles per second and their claim latency percentiles.
+3. runs ``--processes`` worker processes that claim and finish (complete, no engine) for ``--seconds``,
+   and prints the cycles per second, their claim latency percentiles and the CPU time per cycle of the
+   workers and of their PostgreSQL backends (those do not depend on how loaded the machine is; the
+   cycles/s figure does).
+Runs with DEBUG off, as production workers do (``--debug`` to keep it on).
 """
 
 from __future__ import annotations
@@ -69,13 +74,22 @@ def relax_durability() -> None:
         cursor.execute("SET synchronous_commit TO off")
 
 
-def statement_times(samples: int) -> list[float]:
-    """Server-side planning + execution time of the claim statement (EXPLAIN ANALYZE, rolled back)."""
+def statement_times(samples: int, *, prepared: bool) -> list[float]:
+    """Server-side planning + execution time of the claim statement (EXPLAIN ANALYZE, rolled back).
+
+    ``prepared``: of the statement PREPAREd once, as the service runs it (planning is then a cache lookup).
+    """
     from django.db import connection, transaction
 
-    from runs.services.leases import _claim_sql_postgres
+    from runs.services.leases import claim_sql_postgres
+    from runs.services.transitions import numbered_placeholders
 
-    sql, params = _claim_sql_postgres(None)
+    sql, params = claim_sql_postgres(worker="bench-explain", runs=None, lease_seconds=30)
+    text, order = numbered_placeholders(sql)
+    if prepared:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PREPARE bench_claim AS {text}")
+        sql, params = f"EXECUTE bench_claim({', '.join(['%s'] * len(order))})", [params[key] for key in order]
     times = []
     for _ in range(samples):
         with transaction.atomic(), connection.cursor() as cursor:
@@ -84,6 +98,9 @@ def statement_times(samples: int) -> list[float]:
             plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
             times.append(plan["Planning Time"] + plan["Execution Time"])
             transaction.set_rollback(True)
+    if prepared:
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE bench_claim")
     return times
 
 
@@ -167,12 +184,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--latency-samples", type=int, default=1000)
     parser.add_argument("--database", default="bench_claims")
-    parser.add_argument("--server-side-binding", action="store_true", help="DATABASES OPTIONS server_side_binding=True")
+    parser.add_argument(
+        "--server-side-binding",
+        action="store_true",
+        help="DATABASES OPTIONS server_side_binding=True, prepare_threshold=5",
+    )
     parser.add_argument(
         "--async-commit",
         action="store_true",
         help="also measure with synchronous_commit=off (commits do not wait for the disk flush)",
     )
+    parser.add_argument("--debug", action="store_true", help="keep DEBUG on (Django records every query)")
     args = parser.parse_args()
 
     with bench_database(args.database):
@@ -180,22 +202,28 @@ def main() -> int:
         from django.db import connections
 
         if args.server_side_binding:
-            # psycopg binds parameters in the server and prepares statements run 5+ times: less planning.
+            # psycopg binds parameters in the server and prepares every statement run 5+ times (the services'
+            # own PREPARE/EXECUTE steps aside then).
             connections.close_all()
-            connections["default"].settings_dict.setdefault("OPTIONS", {})["server_side_binding"] = True
+            options = connections["default"].settings_dict.setdefault("OPTIONS", {})
+            options.update(server_side_binding=True, prepare_threshold=5)
 
         from runs.models import Phase, PhaseState
 
         settings.AUTOPACK = {**settings.AUTOPACK, "ENQUEUE_TASKS": False}
+        # Workers run with DEBUG off in production; with it on, Django formats and keeps every query's SQL
+        # (about 1 ms of worker CPU per cycle here). ``--debug`` measures with it on.
+        settings.DEBUG = args.debug
         populate(runs=args.runs, phases=args.phases)
         queued = Phase.objects.filter(state=PhaseState.QUEUED).count()
         print(f"{queued} queued phases in {args.runs} running runs")
 
-        server = statement_times(200)
-        print(
-            f"claim statement in PostgreSQL (plan + execute), {queued} queued: p50 {percentile(server, 0.5):.2f} ms, "
-            f"p99 {percentile(server, 0.99):.2f} ms"
-        )
+        for prepared in (False, True):
+            server = statement_times(200, prepared=prepared)
+            print(
+                f"claim statement in PostgreSQL (plan + execute{', prepared' if prepared else ''}), {queued} queued: "
+                f"p50 {percentile(server, 0.5):.2f} ms, p99 {percentile(server, 0.99):.2f} ms"
+            )
         latencies = latency_at_depth(args.latency_samples)
         ms = [value * 1000 for value in latencies]
         print(

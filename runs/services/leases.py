@@ -15,10 +15,25 @@ Attempt bookkeeping (deliberate):
 
 A phase that ends blocked or failed stops its run: blocked fails the run ``needs_human``, failed with the
 outcome's ``run_failure_reason``; ``phase_requeue`` reopens it.
+
+Hot path on PostgreSQL (``bench/claims.py``; the ORM version cost ~14 round trips and ~6 ms of worker CPU
++ ~3 ms of PostgreSQL CPU per claim+finish cycle, mostly ORM statement compilation and query planning):
+- A claim is ONE statement, outside any transaction: pick and lock a runnable head (SKIP LOCKED), move it
+  to executing with the legality condition in the WHERE (compare-and-swap), write its transition row and
+  its Attempt, return the Claim's fields.
+- A complete outcome in a running run that has more phases to go and stays within budget is ONE statement
+  too (``_finish_fast``): its ``holder`` CTE locks phase and run and checks everything the general path
+  would decide on; anything else matches no row and takes the general path.
+- The general finish is one locked read (phase + run) and one write (attempt verdict, run counters as
+  increments, phase, transition row) in a transaction.
+- Those statements are raw SQL with parameters, PREPAREd once per connection (``execute_prepared``), so
+  PostgreSQL plans them once; the SQLite path keeps the ORM (compare-and-swap claims, same rows).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 import zlib
@@ -28,7 +43,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
@@ -45,7 +60,16 @@ from runs.models import (
     RunState,
 )
 from runs.services.control import run_complete_if_done, run_fail
-from runs.services.transitions import phase_transition_locked
+from runs.services.transitions import (
+    execute_prepared,
+    phase_legal_sources,
+    phase_move_fields,
+    phase_transition_fast,
+    phase_transition_insert_sql,
+    phase_transition_locked,
+    prepared_statement_lost,
+    sql_assignments,
+)
 
 # Phases that still stand in the way of later phases of their run.
 OPEN_STATES = (PhaseState.QUEUED, PhaseState.EXECUTING, PhaseState.BLOCKED, PhaseState.FAILED)
@@ -131,23 +155,32 @@ def phase_claim(*, worker: str, runs: list[int] | None = None, lease_seconds: in
     """
     reap_if_due()
     seconds = lease_seconds or lease_seconds_default()
+    postgres = connection.vendor == "postgresql"
+    claim_once = _claim_postgres if postgres else _claim_compare_and_swap
     for _ in range(3):
         try:
-            with transaction.atomic():
-                phase = _lock_next_runnable(runs)
-                return _claim_locked(phase, worker=worker, lease_seconds=seconds) if phase else None
+            with _single_statement_scope(postgres):
+                return claim_once(worker=worker, runs=runs, lease_seconds=seconds)
         except IntegrityError:
             # Another claimer won a phase of the same run in the meantime (phase_one_executing_per_run).
             continue
+        except ProgrammingError as error:
+            if not prepared_statement_lost(error):
+                raise
+            continue  # deallocated behind our back; prepared again on the next try
     return None
 
 
-def _lock_next_runnable(runs: list[int] | None) -> Phase | None:
-    if connection.vendor == "postgresql":
-        # One round trip: find the heads of running runs, lock the first queued one nobody else holds.
-        sql, params = _claim_sql_postgres(runs)
-        return next(iter(Phase.objects.raw(sql, params)), None)
-    # SQLite has no row locks: compare-and-swap on the fencing token decides who owns the phase.
+def _single_statement_scope(postgres: bool) -> contextlib.AbstractContextManager[Any]:
+    # A PostgreSQL claim (or fast finish) is one statement, atomic on its own: outside a transaction it needs
+    # no BEGIN and COMMIT round trips. Inside a caller's transaction a savepoint keeps a failure from breaking it.
+    if postgres and connection.get_autocommit():
+        return contextlib.nullcontext()
+    return transaction.atomic()
+
+
+def _claim_compare_and_swap(*, worker: str, runs: list[int] | None, lease_seconds: int) -> Claim | None:
+    """SQLite has no row locks: compare-and-swap on the fencing token decides who owns the phase."""
     for phase in Phase.objects.filter(
         pk__in=_candidate_phase_ids(runs), state=PhaseState.QUEUED, run__state=RunState.RUNNING
     ).order_by("run_id"):
@@ -155,7 +188,7 @@ def _lock_next_runnable(runs: list[int] | None) -> Phase | None:
             claim_epoch=phase.claim_epoch + 1
         )
         if won == 1:
-            return phase
+            return _claim_locked(phase, worker=worker, lease_seconds=lease_seconds)
     return None
 
 
@@ -170,36 +203,6 @@ def _candidate_phase_ids(runs: list[int] | None) -> list[int]:
         .order_by("run_id")
         .values_list("pk", flat=True)[:CANDIDATES_PER_CLAIM]
     )
-
-
-# Walk running runs oldest first (index run_state_created), probe each one's first open phase (index
-# phase_open_by_run) and stop after a few queued heads, so the cost does not grow with the queue's depth;
-# then lock the first of those nobody else holds. Plain SQL: the ORM cannot say LATERAL, and this keeps
-# the statement small to plan, since it runs for every claim.
-_CLAIM_SQL = """
-SELECT phase.* FROM {phase} phase
-WHERE phase.state = 'queued' AND phase.id IN (
-    SELECT head.id FROM {run} r
-    CROSS JOIN LATERAL (
-        SELECT p.id, p.state FROM {phase} p
-        WHERE p.run_id = r.id AND p.state IN ('queued', 'executing', 'blocked', 'failed')
-        ORDER BY p.sequence LIMIT 1
-    ) head
-    WHERE r.state = 'running' AND head.state = 'queued' {only_runs}
-    ORDER BY r.created_at, r.id
-    LIMIT %s
-)
-ORDER BY phase.run_id
-LIMIT 1
-FOR UPDATE OF phase SKIP LOCKED
-"""
-
-
-def _claim_sql_postgres(runs: list[int] | None) -> tuple[str, list[Any]]:
-    sql = _CLAIM_SQL.format(
-        run=Run._meta.db_table, phase=Phase._meta.db_table, only_runs="AND r.id = ANY(%s)" if runs else ""
-    )
-    return sql, ([list(runs), CANDIDATES_PER_CLAIM] if runs else [CANDIDATES_PER_CLAIM])
 
 
 def _claim_locked(phase: Phase, *, worker: str, lease_seconds: int) -> Claim:
@@ -228,6 +231,120 @@ def _claim_locked(phase: Phase, *, worker: str, lease_seconds: int) -> Claim:
         started_at=now,
     )
     return Claim(phase.pk, phase.run_id, phase.claim_epoch, attempt.pk, number, expires, worker)
+
+
+# PostgreSQL: the whole claim is one statement, one round trip.
+# ``candidate`` walks running runs oldest first (index run_state_created; ordered by exactly its columns,
+# so the walk is an index scan that stops early whatever the statistics say, also in a generic plan),
+# probes each one's first open phase (index phase_open_by_run), stops after a few queued heads, so the
+# cost does not grow with the queue's depth, and locks the first of those nobody else holds (SKIP LOCKED). ``claimed`` moves it to
+# executing with the legality condition in its WHERE (compare-and-swap, re-checked on the locked row);
+# ``logged`` and ``attempt`` write its transition row and its Attempt. Plain SQL: the ORM cannot say
+# LATERAL or data-modifying CTEs, and this runs for every claim.
+_CLAIM_SQL = """
+WITH candidate AS (
+    SELECT phase.id, phase.state FROM {phase} phase
+    WHERE phase.state = ANY(%(sources)s::text[]) AND phase.id IN (
+        SELECT head.id FROM {run} r
+        CROSS JOIN LATERAL (
+            SELECT p.id, p.state FROM {phase} p
+            WHERE p.run_id = r.id AND p.state IN ('queued', 'executing', 'blocked', 'failed')
+            ORDER BY p.sequence LIMIT 1
+        ) head
+        WHERE r.state = %(run_state)s::text AND head.state = ANY(%(sources)s::text[]) {only_runs}
+        ORDER BY r.created_at
+        LIMIT {candidates:d}
+    )
+    ORDER BY phase.run_id
+    LIMIT 1
+    FOR UPDATE OF phase SKIP LOCKED
+), claimed AS (
+    UPDATE {phase} p SET
+        state = %(to_state)s::text, claim_epoch = p.claim_epoch + 1, attempt_count = p.attempt_count + 1,
+        lease_owner = %(worker)s::text, lease_expires_at = %(expires)s::timestamptz, current_stage = 'claimed',
+        started_at = COALESCE(p.started_at, %(now)s::timestamptz), updated_at = %(now)s::timestamptz
+    FROM candidate
+    WHERE p.id = candidate.id AND p.state = ANY(%(sources)s::text[])
+    RETURNING p.id, p.run_id, p.claim_epoch, p.attempt_count, p.revision_epoch, candidate.state AS from_state
+), logged AS (
+    {transition_insert}
+    SELECT id, from_state, %(to_state)s::text, %(actor)s::text, 'claimed, attempt ' || attempt_count, claim_epoch,
+        %(now)s::timestamptz
+    FROM claimed
+), attempt AS (
+    INSERT INTO {attempt} ({attempt_columns})
+    SELECT id, attempt_count, claim_epoch, revision_epoch, {attempt_values} FROM claimed
+    RETURNING id, phase_id
+)
+SELECT claimed.id, claimed.run_id, claimed.claim_epoch, attempt.id, claimed.attempt_count
+FROM claimed JOIN attempt ON attempt.phase_id = claimed.id
+"""
+# The Attempt columns the claim sets from the claimed row; every other column gets its model default.
+_ATTEMPT_FROM_CLAIM = ("phase", "number", "claim_epoch", "revision_epoch")
+
+
+@functools.cache
+def _claim_statement(only_runs: bool) -> tuple[str, dict[str, Any]]:
+    """The claim SQL and its fixed parameters (built once per process from the models' metadata).
+
+    Parameters carry casts: the statement is prepared once per connection (``execute_prepared``), and
+    PostgreSQL cannot type a bare parameter in an INSERT ... SELECT list.
+    """
+    quote = connection.ops.quote_name
+    rest = [f for f in Attempt._meta.concrete_fields if not f.primary_key and f.name not in _ATTEMPT_FROM_CLAIM]
+    values = {"worker": "%(worker)s::text", "started_at": "%(now)s::timestamptz"}
+    fixed: dict[str, Any] = {}
+    for field in rest:
+        default = field.get_db_prep_save(field.get_default(), connection)
+        if field.name in values:
+            continue
+        if default is None:
+            values[field.name] = "NULL"
+        else:
+            values[field.name] = f"CAST(%(attempt_{field.name})s AS {field.db_type(connection)})"
+            fixed[f"attempt_{field.name}"] = default
+    sql = _CLAIM_SQL.format(
+        phase=quote(Phase._meta.db_table),
+        run=quote(Run._meta.db_table),
+        attempt=quote(Attempt._meta.db_table),
+        transition_insert=phase_transition_insert_sql(),
+        only_runs="AND r.id = ANY(%(runs)s::bigint[])" if only_runs else "",
+        candidates=CANDIDATES_PER_CLAIM,
+        attempt_columns=", ".join(quote(Attempt._meta.get_field(name).column) for name in _ATTEMPT_FROM_CLAIM)
+        + "".join(f", {quote(f.column)}" for f in rest),
+        attempt_values=", ".join(values[f.name] for f in rest),
+    )
+    fixed.update(
+        sources=phase_legal_sources(PhaseState.EXECUTING), to_state=PhaseState.EXECUTING, run_state=RunState.RUNNING
+    )
+    return sql, fixed
+
+
+def claim_sql_postgres(*, worker: str, runs: list[int] | None, lease_seconds: int) -> tuple[str, dict[str, Any]]:
+    """The claim statement with its parameters; ``lease_expires_at`` is ``params["expires"]``."""
+    sql, fixed = _claim_statement(bool(runs))
+    now = timezone.now()
+    params = {
+        **fixed,
+        "worker": worker,
+        "actor": worker_actor(worker),
+        "now": now,
+        "expires": now + timedelta(seconds=lease_seconds),
+    }
+    if runs:
+        params["runs"] = list(runs)
+    return sql, params
+
+
+def _claim_postgres(*, worker: str, runs: list[int] | None, lease_seconds: int) -> Claim | None:
+    sql, params = claim_sql_postgres(worker=worker, runs=runs, lease_seconds=lease_seconds)
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    phase_id, run_id, epoch, attempt_id, number = row
+    return Claim(phase_id, run_id, epoch, attempt_id, number, params["expires"], worker)
 
 
 # --- heartbeat and events ------------------------------------------------------------------------------
@@ -281,6 +398,12 @@ def _locked_current(*, phase_id: int, epoch: int, worker: str | None, with_run: 
     else:
         rows = rows.select_for_update()
     phase = rows.first()
+    _check_holder(phase, phase_id=phase_id, epoch=epoch, worker=worker)
+    return phase
+
+
+def _check_holder(phase: Phase | None, *, phase_id: int, epoch: int, worker: str | None) -> None:
+    """Refuse a write that does not come from the current claim (nothing has been changed yet)."""
     if phase is None:
         raise NotFound(f"phase {phase_id} does not exist")
     if phase.claim_epoch != epoch or phase.state != PhaseState.EXECUTING:
@@ -290,7 +413,6 @@ def _locked_current(*, phase_id: int, epoch: int, worker: str | None, with_run: 
         )
     if worker is not None and phase.lease_owner != worker:
         raise PermissionDenied(f"phase {phase_id} is leased to another worker")
-    return phase
 
 
 def phase_report_event(
@@ -326,7 +448,7 @@ def phase_report_event(
 
 @dataclass
 class _RunDelta:
-    """Counter changes for the run, written in one UPDATE at the end of ``phase_finish``."""
+    """Counter changes for the run, written in one UPDATE (F() increments) with the finish's other writes."""
 
     tokens: int = 0
     cost: Decimal = Decimal("0")
@@ -335,43 +457,253 @@ class _RunDelta:
     patch_failures: int = 0
     phases_done: int = 0
 
+    def increments(self) -> dict[str, Any]:
+        return {
+            "tokens_used": self.tokens,
+            "cost_usd": self.cost,
+            "doctor_calls": self.doctor_calls,
+            "failures_count": self.failures,
+            "patch_failures_count": self.patch_failures,
+            "phases_done": self.phases_done,
+        }
+
     def write(self, run: Run) -> None:
-        Run.objects.filter(pk=run.pk).update(
-            tokens_used=F("tokens_used") + self.tokens,
-            cost_usd=F("cost_usd") + self.cost,
-            doctor_calls=F("doctor_calls") + self.doctor_calls,
-            failures_count=F("failures_count") + self.failures,
-            patch_failures_count=F("patch_failures_count") + self.patch_failures,
-            phases_done=F("phases_done") + self.phases_done,
-        )
+        Run.objects.filter(pk=run.pk).update(**{name: F(name) + value for name, value in self.increments().items()})
+
+    def sql(self, run: Run) -> tuple[str, list[Any]]:
+        """The same UPDATE as a common table expression for ``phase_transition_fast``."""
+        increments = self.increments()
+        assignments = ", ".join(f"{name} = {name} + %s" for name in increments)
+        return f", counted AS (UPDATE {_table(Run)} SET {assignments} WHERE id = %s)", [*increments.values(), run.pk]
+
+    def add_to(self, run: Run) -> None:
         # The run row is locked by this transaction, so these in-memory sums are the stored values.
-        run.tokens_used += self.tokens
-        run.cost_usd += self.cost
-        run.doctor_calls += self.doctor_calls
-        run.failures_count += self.failures
-        run.patch_failures_count += self.patch_failures
-        run.phases_done += self.phases_done
+        for name, value in self.increments().items():
+            setattr(run, name, getattr(run, name) + value)
+
+
+@dataclass(frozen=True)
+class _Move:
+    """Where a finish takes the phase: state, transition reason, fields, and (failure reason, detail) if it
+    stops the run. Decided first, then written in one go (one statement on PostgreSQL)."""
+
+    to_state: str
+    reason: str
+    fields: dict[str, Any]
+    stop: tuple[str, str] | None = None
 
 
 def phase_finish(*, phase_id: int, epoch: int, outcome: PhaseOutcome, worker: str | None = None) -> Phase:
-    """Apply the outcome of the attempt held under ``epoch``; ``StaleEpoch`` (nothing changed) otherwise."""
+    """Apply the outcome of the attempt held under ``epoch``; ``StaleEpoch`` (nothing changed) otherwise.
+
+    Two statements inside the transaction: one locked read of the phase and its run, one write of the
+    attempt's verdict, the run's counters, the phase and its transition row (ORM statements on SQLite).
+    """
     outcome = replace(outcome, kind=OutcomeKind(outcome.kind))  # tolerate a plain string kind
+    try:
+        return _finish_fast(phase_id=phase_id, epoch=epoch, outcome=outcome, worker=worker) or _finish_once(
+            phase_id=phase_id, epoch=epoch, outcome=outcome, worker=worker
+        )
+    except ProgrammingError as error:
+        if not prepared_statement_lost(error):
+            raise
+        # Rolled back, nothing written; the statements are prepared again on this second try.
+        return _finish_once(phase_id=phase_id, epoch=epoch, outcome=outcome, worker=worker)
+
+
+def _finish_once(*, phase_id: int, epoch: int, outcome: PhaseOutcome, worker: str | None) -> Phase:
+    postgres = connection.vendor == "postgresql"
     with transaction.atomic():
-        phase = _locked_current(phase_id=phase_id, epoch=epoch, worker=worker, with_run=True)
-        run = phase.run
+        lock = _locked_phase_and_run if postgres else _locked_phase_and_run_orm
+        phase, run = lock(phase_id=phase_id, epoch=epoch, worker=worker)
         actor = worker_actor(worker or phase.lease_owner)
         delta = _RunDelta()
-        _record_attempt(phase=phase, epoch=epoch, outcome=outcome)
         _accumulate_usage(phase=phase, outcome=outcome, delta=delta)
         kind = outcome.kind
         if run.state == RunState.CANCELLED and kind != OutcomeKind.COMPLETE:
             kind = OutcomeKind.SKIPPED
-        phase, stop = _FINISHERS[kind](phase=phase, run=run, outcome=outcome, actor=actor, delta=delta)
-        delta.write(run)
-        _settle_run(phase=phase, run=run, actor=actor, stop=stop, done=delta.phases_done > 0)
-        enqueue = phase.state == PhaseState.QUEUED and run.state == RunState.RUNNING
+        move = _FINISHERS[kind](phase=phase, run=run, outcome=outcome, delta=delta)
+        write = _write_finish if postgres else _write_finish_orm
+        phase = write(phase=phase, run=run, epoch=epoch, outcome=outcome, move=move, actor=actor, delta=delta)
+        delta.add_to(run)
+        _settle_run(phase=phase, run=run, actor=actor, stop=move.stop, done=delta.phases_done > 0)
+        # A retried phase, or the next phase of a run that goes on: the queue drains the run step by step.
+        enqueue = run.state == RunState.RUNNING and phase.state in _STATES_WITH_NEXT_STEP
     if enqueue:
         _enqueue_after_commit(phase.run_id)
+    return phase
+
+
+_STATES_WITH_NEXT_STEP = (PhaseState.QUEUED, PhaseState.COMPLETE, PhaseState.SKIPPED)
+
+
+# The common finish, a phase completing in a running run that has more phases to go and stays within its
+# budgets, is one statement on PostgreSQL: ``holder`` locks the phase and its run and checks, compare-and-swap
+# style, everything the general path would decide on (the claim is current and the move legal; no run
+# completion or budget failure follows); the other CTEs write what the general path writes. Anything else
+# (a stale or foreign claim, the last phase, a budget reached, a paused run) matches no row, changes
+# nothing, and goes the general way, which also raises the precise error.
+_FINISH_COMPLETE_SQL = """
+WITH holder AS (
+    SELECT p.id, p.run_id FROM {phase} p JOIN {run} r ON r.id = p.run_id
+    WHERE p.id = %s AND p.claim_epoch = %s AND p.state = %s::text
+        AND p.lease_owner = %s::text
+        AND r.state = %s::text AND r.phases_total > 0 AND r.phases_done + 1 < r.phases_total
+        AND r.failures_count < r.max_failures AND r.patch_failures_count < r.max_patch_failures
+        AND r.tokens_used + %s::bigint < r.token_cap AND r.cost_usd + %s::numeric < r.usd_cap
+    FOR UPDATE OF p, r
+), moved AS (
+    UPDATE {phase} p SET {assignments}, tokens_used = p.tokens_used + %s::bigint,
+        cost_usd = p.cost_usd + %s::numeric, doctor_calls = p.doctor_calls + %s::integer
+    FROM holder WHERE p.id = holder.id
+    RETURNING {returning}
+), logged AS (
+    {transition_insert}
+    SELECT id, %s::text, %s::text, %s::text, %s::text, claim_epoch, %s::timestamptz FROM moved
+){attempt}, counted AS (
+    UPDATE {run} r SET tokens_used = r.tokens_used + %s::bigint, cost_usd = r.cost_usd + %s::numeric,
+        doctor_calls = r.doctor_calls + %s::integer, phases_done = r.phases_done + 1
+    FROM holder WHERE r.id = holder.run_id
+)
+SELECT * FROM moved
+"""
+
+
+def _finish_fast(*, phase_id: int, epoch: int, outcome: PhaseOutcome, worker: str | None) -> Phase | None:
+    """A complete outcome in one statement (PostgreSQL), or None when the general path must decide."""
+    if outcome.kind != OutcomeKind.COMPLETE or worker is None or connection.vendor != "postgresql":
+        return None
+    if PhaseState.EXECUTING not in phase_legal_sources(PhaseState.COMPLETE):
+        return None  # the legality table says otherwise: let the general path refuse it
+    now = timezone.now()
+    tokens, cost = int(outcome.input_tokens) + int(outcome.output_tokens), Decimal(str(outcome.cost_usd or "0"))
+    doctor = 1 if outcome.doctor_called else 0
+    fields = phase_move_fields(to_state=PhaseState.COMPLETE, now=now)
+    fields.update(commit_sha=outcome.commit_sha[:64], lost_leases=0, last_failure_reason="")
+    assignments, assignment_params = sql_assignments(Phase, fields)
+    attempt_sql, attempt_params = _attempt_verdict_sql(epoch=epoch, outcome=outcome, now=now)
+    reader = _finish_read()[1]
+    sql = _FINISH_COMPLETE_SQL.format(
+        phase=_table(Phase),
+        run=_table(Run),
+        assignments=assignments,
+        returning=reader.columns("p"),
+        transition_insert=phase_transition_insert_sql(),
+        attempt=attempt_sql,
+    )
+    params = [phase_id, epoch, PhaseState.EXECUTING, worker, RunState.RUNNING, tokens, cost]
+    params += [*assignment_params, tokens, cost, doctor]
+    params += [PhaseState.EXECUTING, PhaseState.COMPLETE, worker_actor(worker), outcome.reason or "complete", now]
+    params += [*attempt_params, tokens, cost, doctor]
+    with _single_statement_scope(postgres=True), connection.cursor() as cursor:
+        execute_prepared(cursor, sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    phase = reader.read(row)
+    _enqueue_after_commit(phase.run_id)  # the run is running and has more phases: its next step
+    return phase
+
+
+def _locked_phase_and_run_orm(*, phase_id: int, epoch: int, worker: str | None) -> tuple[Phase, Run]:
+    phase = _locked_current(phase_id=phase_id, epoch=epoch, worker=worker, with_run=True)
+    return phase, phase.run
+
+
+# What a finish needs of the run: its state, counters and budgets (not its plan document).
+_RUN_FIELDS_FOR_FINISH = (
+    "id",
+    "state",
+    "tokens_used",
+    "cost_usd",
+    "doctor_calls",
+    "failures_count",
+    "patch_failures_count",
+    "phases_done",
+    "phases_total",
+    "max_failures",
+    "max_patch_failures",
+    "token_cap",
+    "usd_cap",
+)
+
+
+@dataclass(frozen=True)
+class _RowReader:
+    """Model instances from raw rows, converted like the ORM does (e.g. JSON text to Python)."""
+
+    model: type[Phase] | type[Run]
+    fields: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, model: type[Phase] | type[Run], names: tuple[str, ...] | None = None) -> _RowReader:
+        fields = [f for f in model._meta.concrete_fields if names is None or f.name in names]
+        return cls(model, tuple(fields))
+
+    def columns(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in self.fields)
+
+    def read(self, values: tuple[Any, ...]) -> Any:
+        converted = []
+        for field, value in zip(self.fields, values, strict=True):
+            for converter in field.get_db_converters(connection):
+                value = converter(value, field, connection)
+            converted.append(value)
+        return self.model.from_db(connection.alias, [f.attname for f in self.fields], converted)
+
+
+@functools.cache
+def _finish_read() -> tuple[str, _RowReader, _RowReader]:
+    phase, run = _RowReader.of(Phase), _RowReader.of(Run, _RUN_FIELDS_FOR_FINISH)
+    sql = (
+        f"SELECT {phase.columns('p')}, {run.columns('r')} FROM {_table(Phase)} p "
+        f"JOIN {_table(Run)} r ON r.id = p.run_id WHERE p.id = %s FOR UPDATE OF p, r"
+    )
+    return sql, phase, run
+
+
+def _locked_phase_and_run(*, phase_id: int, epoch: int, worker: str | None) -> tuple[Phase, Run]:
+    """One round trip: lock the phase and its run (phase first, then run, like every other writer)."""
+    sql, phase_reader, run_reader = _finish_read()
+    with connection.cursor() as cursor:
+        execute_prepared(cursor, sql, [phase_id])
+        row = cursor.fetchone()
+    phase = phase_reader.read(row[: len(phase_reader.fields)]) if row else None
+    _check_holder(phase, phase_id=phase_id, epoch=epoch, worker=worker)
+    run = run_reader.read(row[len(phase_reader.fields) :])
+    phase._state.fields_cache["run"] = run  # phase.run without another query (only the fields above)
+    return phase, run
+
+
+def _table(model: type[Phase] | type[Run] | type[Attempt]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _write_finish(
+    *, phase: Phase, run: Run, epoch: int, outcome: PhaseOutcome, move: _Move, actor: str, delta: _RunDelta
+) -> Phase:
+    """PostgreSQL: attempt verdict, run counters, phase and transition row in one statement."""
+    attempt_sql, attempt_params = _attempt_verdict_sql(epoch=epoch, outcome=outcome, phase_id=phase.pk)
+    run_sql, run_params = delta.sql(run)
+    return phase_transition_fast(
+        phase=phase,
+        to_state=move.to_state,
+        actor=actor,
+        reason=move.reason,
+        fields=move.fields,
+        also=attempt_sql + run_sql,
+        also_params=[*attempt_params, *run_params],
+    )
+
+
+def _write_finish_orm(
+    *, phase: Phase, run: Run, epoch: int, outcome: PhaseOutcome, move: _Move, actor: str, delta: _RunDelta
+) -> Phase:
+    _record_attempt(phase=phase, epoch=epoch, outcome=outcome)
+    phase = phase_transition_locked(
+        phase=phase, to_state=move.to_state, actor=actor, reason=move.reason, fields=move.fields
+    )
+    delta.write(run)
     return phase
 
 
@@ -391,27 +723,58 @@ def _settle_run(*, phase: Phase, run: Run, actor: str, stop: tuple[str, str] | N
         run.state = run_complete_if_done(run_id=run.pk, actor=actor).state
 
 
-def _record_attempt(*, phase: Phase, epoch: int, outcome: PhaseOutcome) -> None:
+def _attempt_verdict(outcome: PhaseOutcome) -> dict[str, Any]:
     status = {
         OutcomeKind.COMPLETE: AttemptStatus.SUCCEEDED,
         OutcomeKind.ABANDONED: AttemptStatus.ABANDONED,
         OutcomeKind.SKIPPED: AttemptStatus.SUCCEEDED,
     }.get(outcome.kind, AttemptStatus.FAILED)
+    return {
+        "status": status,
+        "outcome": outcome.kind.value,
+        "failure_reason": outcome.reason if outcome.kind != OutcomeKind.COMPLETE else "",
+        "model": outcome.model[:100],
+        "diff": outcome.diff,
+        "summary": outcome.summary or {},
+    }
+
+
+def _attempt_usage(outcome: PhaseOutcome) -> tuple[int, int, Decimal]:
+    return int(outcome.input_tokens), int(outcome.output_tokens), Decimal(str(outcome.cost_usd or "0"))
+
+
+def _record_attempt(*, phase: Phase, epoch: int, outcome: PhaseOutcome) -> None:
     now = timezone.now()
+    input_tokens, output_tokens, cost = _attempt_usage(outcome)
     attempt = Attempt.objects.only("pk", "started_at").get(phase=phase, claim_epoch=epoch)
     Attempt.objects.filter(pk=attempt.pk).update(
-        status=status,
-        outcome=outcome.kind.value,
-        failure_reason=outcome.reason if outcome.kind != OutcomeKind.COMPLETE else "",
-        model=outcome.model[:100],
-        input_tokens=F("input_tokens") + int(outcome.input_tokens),
-        output_tokens=F("output_tokens") + int(outcome.output_tokens),
-        cost_usd=F("cost_usd") + Decimal(str(outcome.cost_usd or "0")),
-        diff=outcome.diff,
-        summary=outcome.summary or {},
+        **_attempt_verdict(outcome),
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        cost_usd=F("cost_usd") + cost,
         finished_at=now,
         duration_ms=int((now - attempt.started_at).total_seconds() * 1000),
     )
+
+
+def _attempt_verdict_sql(
+    *, epoch: int, outcome: PhaseOutcome, phase_id: int | None = None, now: datetime | None = None
+) -> tuple[str, list[Any]]:
+    """``_record_attempt`` as a common table expression: for ``phase_id``, or for the ``holder`` CTE's phase."""
+    assignments, params = sql_assignments(Attempt, _attempt_verdict(outcome))
+    now = now or timezone.now()
+    table = _table(Attempt)
+    where = (
+        "phase_id = %s AND claim_epoch = %s" if phase_id is not None else "holder.id = phase_id AND claim_epoch = %s"
+    )
+    sql = (
+        f", attempt AS (UPDATE {table} SET {assignments}, input_tokens = input_tokens + %s::bigint, "
+        "output_tokens = output_tokens + %s::bigint, cost_usd = cost_usd + %s::numeric, finished_at = %s, "
+        "duration_ms = GREATEST(0, FLOOR(EXTRACT(EPOCH FROM (%s::timestamptz - started_at)) * 1000))::bigint "
+        f"{'FROM holder ' if phase_id is None else ''}WHERE {where})"
+    )
+    ids = [phase_id, epoch] if phase_id is not None else [epoch]
+    return sql, [*params, *_attempt_usage(outcome), now, now, *ids]
 
 
 def _accumulate_usage(*, phase: Phase, outcome: PhaseOutcome, delta: _RunDelta) -> None:
@@ -428,37 +791,21 @@ def _usage_fields(phase: Phase) -> dict[str, Any]:
     return {"tokens_used": phase.tokens_used, "cost_usd": phase.cost_usd, "doctor_calls": phase.doctor_calls}
 
 
-Finished = tuple[Phase, "tuple[str, str] | None"]
-
-
-def _finish_complete(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, delta: _RunDelta) -> Finished:
+def _finish_complete(*, phase: Phase, run: Run, outcome: PhaseOutcome, delta: _RunDelta) -> _Move:
     delta.phases_done = 1
-    phase = phase_transition_locked(
-        phase=phase,
-        to_state=PhaseState.COMPLETE,
-        actor=actor,
-        reason=outcome.reason or "complete",
-        fields={
-            "commit_sha": outcome.commit_sha[:64],
-            "lost_leases": 0,
-            "last_failure_reason": "",
-            **_usage_fields(phase),
-        },
-    )
-    return phase, None
+    fields = {
+        "commit_sha": outcome.commit_sha[:64],
+        "lost_leases": 0,
+        "last_failure_reason": "",
+        **_usage_fields(phase),
+    }
+    return _Move(PhaseState.COMPLETE, outcome.reason or "complete", fields)
 
 
-def _finish_skipped(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, delta: _RunDelta) -> Finished:
+def _finish_skipped(*, phase: Phase, run: Run, outcome: PhaseOutcome, delta: _RunDelta) -> _Move:
     delta.phases_done = 1
     reason = outcome.reason or ("run cancelled" if run.state == RunState.CANCELLED else "skipped")
-    phase = phase_transition_locked(
-        phase=phase,
-        to_state=PhaseState.SKIPPED,
-        actor=actor,
-        reason=reason,
-        fields={"lost_leases": 0, **_usage_fields(phase)},
-    )
-    return phase, None
+    return _Move(PhaseState.SKIPPED, reason, {"lost_leases": 0, **_usage_fields(phase)})
 
 
 def _failure_fields(phase: Phase, outcome: PhaseOutcome, delta: _RunDelta) -> dict[str, Any]:
@@ -475,7 +822,7 @@ def _failure_fields(phase: Phase, outcome: PhaseOutcome, delta: _RunDelta) -> di
     }
 
 
-def _finish_retry(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, delta: _RunDelta) -> Finished:
+def _finish_retry(*, phase: Phase, run: Run, outcome: PhaseOutcome, delta: _RunDelta) -> _Move:
     fields = _failure_fields(phase, outcome, delta)
     fields["builder_hint"] = outcome.builder_hint
     if outcome.budget_override is not None:
@@ -489,14 +836,9 @@ def _finish_retry(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, 
     )
     if stuck:
         fields["last_failure_reason"] = f"{stuck}; last failure: {outcome.reason}"
-        phase = phase_transition_locked(
-            phase=phase, to_state=PhaseState.BLOCKED, actor=actor, reason=stuck, fields=fields
-        )
-        return phase, (RunFailureReason.NEEDS_HUMAN, f"phase {phase.phase_id}: {stuck}")
-    phase = phase_transition_locked(
-        phase=phase, to_state=PhaseState.QUEUED, actor=actor, reason=f"retry: {outcome.reason}", fields=fields
-    )
-    return phase, None
+        stop = (RunFailureReason.NEEDS_HUMAN, f"phase {phase.phase_id}: {stuck}")
+        return _Move(PhaseState.BLOCKED, stuck, fields, stop)
+    return _Move(PhaseState.QUEUED, f"retry: {outcome.reason}", fields)
 
 
 def _stuck_reason(*, phase: Phase, fingerprints: list[str], fingerprint: str) -> str:
@@ -508,28 +850,23 @@ def _stuck_reason(*, phase: Phase, fingerprints: list[str], fingerprint: str) ->
     return ""
 
 
-def _finish_blocked(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, delta: _RunDelta) -> Finished:
+def _finish_blocked(*, phase: Phase, run: Run, outcome: PhaseOutcome, delta: _RunDelta) -> _Move:
     fields = _failure_fields(phase, outcome, delta)
-    phase = phase_transition_locked(
-        phase=phase, to_state=PhaseState.BLOCKED, actor=actor, reason=outcome.reason or "blocked", fields=fields
-    )
-    return phase, (RunFailureReason.NEEDS_HUMAN, f"phase {phase.phase_id} blocked: {outcome.reason}")
+    stop = (RunFailureReason.NEEDS_HUMAN, f"phase {phase.phase_id} blocked: {outcome.reason}")
+    return _Move(PhaseState.BLOCKED, outcome.reason or "blocked", fields, stop)
 
 
-def _finish_failed(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, delta: _RunDelta) -> Finished:
+def _finish_failed(*, phase: Phase, run: Run, outcome: PhaseOutcome, delta: _RunDelta) -> _Move:
     fields = _failure_fields(phase, outcome, delta)
-    phase = phase_transition_locked(
-        phase=phase, to_state=PhaseState.FAILED, actor=actor, reason=outcome.reason or "failed", fields=fields
+    stop = (
+        outcome.run_failure_reason or RunFailureReason.NEEDS_HUMAN,
+        f"phase {phase.phase_id} failed: {outcome.reason}",
     )
-    reason = outcome.run_failure_reason or RunFailureReason.NEEDS_HUMAN
-    return phase, (reason, f"phase {phase.phase_id} failed: {outcome.reason}")
+    return _Move(PhaseState.FAILED, outcome.reason or "failed", fields, stop)
 
 
-def _finish_abandoned(*, phase: Phase, run: Run, outcome: PhaseOutcome, actor: str, delta: _RunDelta) -> Finished:
-    phase = _give_back(
-        phase=phase, actor=actor, reason=outcome.reason or "abandoned by worker", extra=_usage_fields(phase)
-    )
-    return phase, None
+def _finish_abandoned(*, phase: Phase, run: Run, outcome: PhaseOutcome, delta: _RunDelta) -> _Move:
+    return _give_back_move(phase=phase, reason=outcome.reason or "abandoned by worker", extra=_usage_fields(phase))
 
 
 _FINISHERS = {
@@ -542,14 +879,19 @@ _FINISHERS = {
 }
 
 
-def _give_back(
-    *, phase: Phase, actor: str, reason: str, lost: bool = False, extra: dict[str, Any] | None = None
-) -> Phase:
+def _give_back_move(*, phase: Phase, reason: str, lost: bool = False, extra: dict[str, Any] | None = None) -> _Move:
     """Return a claim without a verdict: not a builder attempt (``attempt_base`` follows ``attempt_count``)."""
     fields: dict[str, Any] = {"attempt_base": phase.attempt_base + 1, **(extra or {})}
     if lost:
         fields["lost_leases"] = phase.lost_leases + 1
-    return phase_transition_locked(phase=phase, to_state=PhaseState.QUEUED, actor=actor, reason=reason, fields=fields)
+    return _Move(PhaseState.QUEUED, reason, fields)
+
+
+def _give_back(
+    *, phase: Phase, actor: str, reason: str, lost: bool = False, extra: dict[str, Any] | None = None
+) -> Phase:
+    move = _give_back_move(phase=phase, reason=reason, lost=lost, extra=extra)
+    return phase_transition_locked(phase=phase, to_state=move.to_state, actor=actor, reason=reason, fields=move.fields)
 
 
 def _stop_run(*, run: Run, failure_reason: str, detail: str) -> None:

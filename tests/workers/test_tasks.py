@@ -66,3 +66,22 @@ def test_the_reap_command_reports_what_it_requeued():
     out = StringIO()
     call_command("reap", stdout=out)
     assert out.getvalue().strip() == "reaped 1 expired lease(s)"
+
+
+def test_a_started_run_drains_to_completion_through_the_queue(
+    noop_worker, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Each finished phase enqueues the next step, so the cluster drains a whole run without a poller."""
+    from django_q.conf import Conf
+
+    # Synchronous django-q2: async_task runs the task at once, in this process, like a worker would.
+    monkeypatch.setattr(Conf, "SYNC", True)
+    run = make_run(phases=3)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run_start(run_id=run.pk, actor="user:test")
+
+    run.refresh_from_db()
+    states = list(Phase.objects.filter(run=run).order_by("sequence").values_list("state", flat=True))
+    assert states == [PhaseState.COMPLETE] * 3
+    assert run.state == RunState.COMPLETE

@@ -63,6 +63,8 @@ def test_the_demo_run_progresses_live_to_completion_and_its_attempts_show_diff_a
     drain_run(run)  # the real engine, replaying the shipped cassette; the browser keeps polling meanwhile
 
     page.wait_for_selector('#run-state[data-state="complete"]')
+    # The sampler runs every 100 ms: give it the chance to record the final state on a busy machine.
+    page.wait_for_function("window.__seen.at(-1) === 'complete|complete,complete,complete'", timeout=5000)
     seen = page.evaluate("window.__seen")
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded instead of updating in place"
     assert any("executing" in snapshot for snapshot in seen), seen
@@ -211,3 +213,19 @@ def test_telemetry_history_and_sign_in_pages_render_at_desktop_and_phone_width(p
     screenshot(page, "history-entry")
     page.goto("/runs/")
     screenshot(page, "runs-empty")
+
+
+def test_the_failure_patterns_table_fits_its_panel_with_long_test_ids(page, operator, project) -> None:
+    from telemetry.services import phase_outcome_record
+
+    run = make_run(project, phases=1)
+    for n in range(3):
+        reason = f"New failing test tests.test_core::test_word_count_ignores_punctuation_case_{n}: assert {n} == 4"
+        phase_outcome_record(outcome="retry", reason=reason, error_text=reason, run_id=run.pk, project_id=project.pk)
+    sign_in(page, "olivia")
+    page.goto("/telemetry/")
+    hidden = page.evaluate(
+        "(() => { const wrap = document.querySelector('#failures-title').parentElement.querySelector('.table-wrap');"
+        " return wrap.scrollWidth - wrap.clientWidth; })()"
+    )
+    assert hidden <= 0, f"the failure patterns table hides {hidden}px of its columns"

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "django_htmx",
     "accounts",
@@ -162,6 +163,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Drive Autopack runs, phases and executors.",
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served from our own static files: /api/docs/ must work on a machine without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Queue (django-q2): ORM broker by default, Redis when REDIS_URL is set ----------------------

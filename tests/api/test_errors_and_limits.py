@@ -107,6 +107,13 @@ def test_the_docs_page_is_served():
     assert APIClient().get("/api/docs/").status_code == 200
 
 
+def test_the_docs_page_loads_swagger_ui_from_this_server_not_a_cdn():
+    # Operators run Autopack on machines without internet access: a CDN-hosted Swagger UI is a blank page.
+    page = APIClient().get("/api/docs/").content.decode()
+    assert "cdn.jsdelivr.net" not in page
+    assert "swagger-ui-bundle.js" in page
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -260,7 +260,8 @@ def build_phase_spec(phase_id: int, *, with_insights: bool | None = None) -> Pha
         ci=CiSpec.from_dict(ci),
         project_slug=project.slug,
         repository_path=project.repository_path,
-        base_branch=project.base_branch,
+        # The commit recorded at start, so a replayed clone starts where its original did.
+        base_branch=run.base_commit or project.base_branch,
         branch=run.branch or run.default_branch_name(),
         protected_paths=list(project.protected_paths or []),
         default_test_command=project.default_test_command,
@@ -662,9 +663,66 @@ def _record_outcome(recorder: DjangoRecorder, spec: PhaseSpec, outcome: PhaseOut
         "phase_outcome_record",
         outcome=outcome.kind.value,
         reason=outcome.reason[:2000],
+        # The failure text gives the row its error signature: without it every failure is one "pattern".
+        error_text="" if outcome.kind == OutcomeKind.COMPLETE else outcome.reason,
         category=spec.category,
         complexity=spec.complexity,
         attempt_number=spec.history.attempt_number,
+        tokens=outcome.input_tokens + outcome.output_tokens,
+        duration_ms=timings.get("total_ms"),
+    )
+
+
+# --- remote attempts ------------------------------------------------------------------------------------------
+
+
+def _dataclass_from(cls: type, data: dict[str, Any]) -> Any:
+    return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+def record_remote_telemetry(
+    *, phase_id: int, epoch: int, attempt_id: int | None, worker: str, seq: int, kind: str, data: dict[str, Any]
+) -> None:
+    """A remote executor's telemetry event (stage ``telemetry``) written as the rows a local attempt writes.
+
+    ``seq`` numbers the calls: replayed calls carry no unique request id, and the usage row is idempotent on it.
+    """
+    recorder = DjangoRecorder(phase_id, epoch, attempt_id, worker=worker)
+    try:
+        if kind == "llm_call":
+            recorder.calls = seq - 1
+            recorder.llm_call(_dataclass_from(LlmCall, data))
+        elif kind == "estimation":
+            recorder.estimation(_dataclass_from(Estimation, data))
+        elif kind == "escalation":
+            recorder.escalation(_dataclass_from(Escalation, data))
+        elif kind == "hardening":
+            recorder.hardening(
+                pattern_id=data["pattern_id"],
+                mitigated=data["mitigated"],
+                doctor_tokens_avoided=data.get("tokens_avoided", 0),
+                detail=data.get("detail", ""),
+            )
+        elif kind == "doctor_outcome":
+            recorder.doctor_outcome(**{key: data[key] for key in ("action", "confidence", "parsed", "tokens")})
+        elif kind == "context":
+            recorder.context(**{key: data[key] for key in ("tokens_included", "tokens_avoided", "files", "files_cut")})
+    except (KeyError, TypeError):  # a malformed event stays in the trajectory; it just makes no telemetry row
+        logger.warning("unreadable remote telemetry %s for phase %s", kind, phase_id, exc_info=True)
+
+
+def record_remote_outcome(*, phase_id: int, epoch: int, attempt_id: int, attempt_number: int, outcome: PhaseOutcome):
+    """The phase-outcome telemetry row of a remotely executed attempt (``execute_claim`` writes a local one's)."""
+    recorder = DjangoRecorder(phase_id, epoch, attempt_id)
+    timings = outcome.summary.get("timings", {})
+    recorder._telemetry(
+        "phase_outcome_record",
+        outcome=outcome.kind.value,
+        reason=outcome.reason[:2000],
+        error_text="" if outcome.kind == OutcomeKind.COMPLETE else outcome.reason,
+        category=recorder.category,
+        complexity=recorder.complexity,
+        attempt_number=attempt_number,
         tokens=outcome.input_tokens + outcome.output_tokens,
         duration_ms=timings.get("total_ms"),
     )

@@ -321,6 +321,16 @@ class EventView(ExecutorView):
             data=data["data"],
             blob=data["blob"],
         )
+        if data["stage"] == "telemetry":
+            execution.record_remote_telemetry(
+                phase_id=phase_id,
+                epoch=data["epoch"],
+                attempt_id=event.attempt_id,
+                worker=lease_identity(request, data["worker"]),
+                seq=event.seq,
+                kind=data["kind"],
+                data=data["data"],
+            )
         return Response({"seq": event.seq}, status=status.HTTP_201_CREATED)
 
 
@@ -351,9 +361,13 @@ def _followups(phase: Phase, *, epoch: int, outcome: PhaseOutcome) -> None:
     """What ``execute_claim`` does after ``phase_finish`` for a local attempt: goal drift, memory."""
     from runs.models import Attempt
 
-    attempt_id = Attempt.objects.filter(phase_id=phase.pk, claim_epoch=epoch).values_list("pk", flat=True).first()
-    if attempt_id is None:
+    attempt = Attempt.objects.filter(phase_id=phase.pk, claim_epoch=epoch).values_list("pk", "number").first()
+    if attempt is None:
         return
+    attempt_id, number = attempt
+    execution.record_remote_outcome(
+        phase_id=phase.pk, epoch=epoch, attempt_id=attempt_id, attempt_number=number, outcome=outcome
+    )
     goal = phase.run.goal if outcome.diff else ""  # the goal is only read when there is a diff to compare
     execution.attempt_followups(attempt_id=attempt_id, goal=goal, description=phase.description, diff=outcome.diff)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import logging
 import random
 import threading
@@ -73,6 +74,14 @@ class Backoff:
             attempt += 1
 
 
+def executor_api_url(api: str) -> str:
+    """The executor API's base URL; the server's own URL (``http://host:8000``) is accepted too."""
+    base = api.rstrip("/")
+    if not base.endswith("/api/executor"):
+        base += "/api/executor"
+    return base + "/"
+
+
 class ExecutorClient:
     def __init__(
         self,
@@ -87,7 +96,7 @@ class ExecutorClient:
         self.worker = worker
         self.backoff = backoff or Backoff()
         self.http = httpx.Client(
-            base_url=api.rstrip("/") + "/",
+            base_url=executor_api_url(api),
             headers={"Authorization": f"Api-Key {key}", "User-Agent": "autopack-executor"},
             timeout=timeout,
             transport=transport,
@@ -119,7 +128,7 @@ class ExecutorClient:
             return response
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
         error = LeaseGone if response.status_code == 409 else ExecutorError
-        raise error(response.status_code, body or response.text)
+        raise error(response.status_code, body or response.text[:300])  # not a whole HTML error page
 
     # Endpoints --------------------------------------------------------------------------------------------
 
@@ -259,6 +268,7 @@ class RemoteExecutor:
     transport: httpx.BaseTransport | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     results: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def run(self) -> list[tuple[int, str]]:
         threads = [threading.Thread(target=self._slot, args=(n,), daemon=True) for n in range(self.concurrency)]
@@ -283,6 +293,10 @@ class RemoteExecutor:
                     self.stopping.wait(self.poll_seconds)
                     continue
                 self.results.append((claim.phase_id, self._execute(client, claim)))
+        except Exception as exc:  # noqa: BLE001 - a slot that dies must make the executor fail, not vanish
+            logger.exception("executor slot %s stopped", slot)
+            self.errors.append(f"slot {slot}: {exc}")
+            self.stopping.set()
         finally:
             client.close()
 
@@ -291,7 +305,11 @@ class RemoteExecutor:
         heartbeat = RemoteHeartbeat(client, recorder, interval=self.heartbeat_seconds)
         heartbeat.start()
         try:
-            outcome = self._attempt(claim, recorder)
+            try:
+                outcome = self._attempt(claim, recorder)
+            except Exception as exc:  # noqa: BLE001 - a crashing engine must not leave its phase executing
+                logger.exception("engine crashed", extra={"phase_id": claim.phase_id})
+                outcome = crashed_outcome(exc)
             if self.stopping.is_set() and outcome.kind == OutcomeKind.ABANDONED:
                 return client.release(claim, reason="executor shut down")["state"]
             return client.finish(claim, outcome)["state"]
@@ -315,6 +333,13 @@ class RemoteExecutor:
         provider = self.provider_factory(claim.spec) if self.provider_factory else None
         stop_aware = _StopAware(recorder, self.stopping)
         return run_attempt(spec, workspace=workspace, provider=provider, recorder=stop_aware)
+
+
+def crashed_outcome(exc: Exception) -> PhaseOutcome:
+    """A crash is a judged attempt (retry), as in a local drain: a phase that always crashes ends up blocked."""
+    reason = f"executor error: {type(exc).__name__}: {exc}"[:1000]
+    fingerprint = hashlib.sha256(f"crash:{type(exc).__name__}:{exc}".encode()).hexdigest()[:32]
+    return PhaseOutcome(kind=OutcomeKind.RETRY, reason=reason, failure_fingerprint=fingerprint)
 
 
 class _StopAware:

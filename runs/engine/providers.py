@@ -384,6 +384,9 @@ class AnthropicProvider:
             cache_prefix=cache_prefix,
             temperature=temperature,
         )
+        if client_has_no_credentials(self._client):
+            # The SDK would raise a bare TypeError at request time, read as a Builder failure: name the cause.
+            raise Unauthorized("no Anthropic credentials: set ANTHROPIC_API_KEY (or use the replay provider)")
         stream = max_tokens >= self.stream_threshold
         return call_with_retries(
             lambda: self._attempt(params, stream=stream),
@@ -412,6 +415,13 @@ class AnthropicProvider:
             raise translated from exc
         latency_ms = int((self._clock() - started) * 1000)
         return _response_from_message(message, request_id=request_id, latency_ms=latency_ms, streamed=stream)
+
+
+def client_has_no_credentials(client: Any) -> bool:
+    """True for an SDK client built with neither an API key nor an auth token (a test double is trusted)."""
+    if not (hasattr(client, "api_key") and hasattr(client, "auth_token")):
+        return False
+    return not client.api_key and not client.auth_token
 
 
 def _response_from_message(message: Any, *, request_id: str | None, latency_ms: int, streamed: bool) -> LLMResponse:

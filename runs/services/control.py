@@ -5,6 +5,8 @@ start, pause, resume, cancel, requeue and skip; completion and failure of a run 
 
 from __future__ import annotations
 
+import subprocess
+
 from django.db import transaction
 
 from autopack_site.lib.errors import IllegalTransition
@@ -25,9 +27,27 @@ def run_start(*, run_id: int, actor: str) -> Run:
     with transaction.atomic():
         run = _locked_run(run_id)
         fields = {} if run.branch else {"branch": run.default_branch_name()}
+        if not run.base_commit:
+            fields["base_commit"] = _base_commit(run)
         run = run_transition(run_id=run_id, to_state=RunState.RUNNING, actor=actor, reason="started", fields=fields)
         _enqueue_after_commit(run.pk)
     return run
+
+
+def _base_commit(run: Run) -> str:
+    """The commit the run branches from (A/B pairs and replays need it); "" when the repository is not here."""
+    project = run.project
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{project.base_branch}^{{commit}}"],
+            cwd=project.repository_path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def run_pause(*, run_id: int, actor: str, reason: str = "paused by operator") -> Run:

@@ -213,6 +213,19 @@ def test_retries_stop_at_the_per_call_limit_with_the_typed_error(fake_anthropic,
     assert len(fake_anthropic.requests) == 3 and len(sleep.delays) == 2
 
 
+def test_a_provider_without_credentials_raises_unauthorized_naming_the_variable(fake_anthropic, monkeypatch):
+    # Without a key the SDK raises a bare TypeError, which a worker reported as a Builder failure three times.
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    provider, sleep = make_provider(fake_anthropic, api_key=None)
+
+    with pytest.raises(Unauthorized) as caught:
+        provider.complete(**REQUEST)
+
+    assert "ANTHROPIC_API_KEY" in caught.value.message
+    assert fake_anthropic.requests == []
+
+
 def test_the_phase_retry_budget_is_shared_across_calls(fake_anthropic):
     budget = RetryBudget(max_retries=3)
     provider, _ = make_provider(fake_anthropic)

@@ -231,6 +231,20 @@ def test_a_refused_write_is_retried_with_the_violation_and_recorded_as_hardening
     assert run.patch_failures_count == 1
 
 
+def test_each_failed_attempt_records_its_error_so_different_failures_are_different_patterns(run):
+    from telemetry.models import PhaseOutcomeEvent
+
+    escaping = operations(("calc/mul.py", MUL), ("tests/test_mul.py", TEST_MUL), ("setup.py", "x = 1\n"))
+    claim_and_execute(run, ScriptedProvider([answer(escaping)]))
+    claim_and_execute(run, ScriptedProvider([answer(operations())]))
+
+    rows = list(PhaseOutcomeEvent.objects.filter(run_id=run.pk).exclude(outcome="complete").order_by("id"))
+    assert len(rows) == 2
+    assert "setup.py is outside the phase scope" in rows[0].error_text
+    assert all(row.error_signature for row in rows)
+    assert rows[0].error_signature != rows[1].error_signature
+
+
 def test_an_escalation_records_the_tokens_actually_used_not_the_escalation_base(run):
     from telemetry.models import BudgetEscalationEvent
 
@@ -369,3 +383,17 @@ def test_a_category_that_keeps_failing_gets_an_advisory_research_note_in_the_bui
         Attempt.objects.create(phase=phase, number=number, claim_epoch=number, status=AttemptStatus.FAILED)
     assert RESEARCH_NOTE in build_phase_spec(phase.pk, with_insights=True).insights
     assert build_phase_spec(phase.pk, with_insights=False).insights == ""  # replays keep their prompts
+
+
+def test_a_run_branches_from_the_commit_recorded_at_start_even_if_main_moved_since(run):
+    # A replayed clone carries the original's base_commit: it must start from that commit, not from main's tip.
+    import subprocess
+
+    repo = run.project.repository_path
+    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-C", repo]
+    assert run.base_commit
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "main moves on"], check=True)
+    claim, outcome = claim_and_execute(run, ScriptedProvider([answer(GOOD), answer(APPROVE)]))
+    assert outcome.kind == OutcomeKind.COMPLETE
+    parent = subprocess.run([*git, "rev-parse", f"{outcome.commit_sha}^"], capture_output=True, text=True, check=True)
+    assert parent.stdout.strip() == run.base_commit

@@ -16,7 +16,7 @@ from runs.services import (
     run_resume,
     run_start,
 )
-from tests.factories import make_run
+from tests.factories import make_git_repo, make_project, make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +127,20 @@ def test_run_fail_needs_a_typed_reason() -> None:
     run_fail(run_id=run.pk, failure_reason="environment", detail="git missing", actor="worker:w")
     run.refresh_from_db()
     assert (run.state, run.failure_reason, run.failure_detail) == ("failed", "environment", "git missing")
+
+
+def test_start_records_the_commit_the_run_starts_from_so_ab_pairs_can_be_checked(tmp_path) -> None:
+    import subprocess
+
+    repo = make_git_repo(tmp_path / "repo")
+    head = subprocess.run(["git", "rev-parse", "main"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    run = make_run(make_project(repository_path=str(repo)))
+    unreachable = make_run()  # its repository is not on this machine: it still starts
+
+    run_start(run_id=run.pk, actor="user:alice")
+    run_start(run_id=unreachable.pk, actor="user:alice")
+
+    run.refresh_from_db()
+    unreachable.refresh_from_db()
+    assert run.base_commit == head
+    assert unreachable.state == RunState.RUNNING and unreachable.base_commit == ""

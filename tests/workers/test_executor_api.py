@@ -352,3 +352,53 @@ def test_a_claim_whose_spec_cannot_be_built_gives_the_phase_back_at_once(executo
     assert executor.post("/api/executor/claim", {"worker": "box-1"}, format="json").status_code == 500
     phase = Phase.objects.get()
     assert (phase.state, phase.lease_owner) == (PhaseState.QUEUED, "")
+
+
+def test_a_remote_attempts_llm_calls_and_outcome_become_telemetry_rows(executor):
+    # A remote executor's spend must show on the telemetry page and in telemetry_report like a local one's.
+    from telemetry.models import LlmUsageEvent, PhaseOutcomeEvent, TokenEstimationEvent
+
+    run = make_run(state=RunState.RUNNING, phases=1)
+    held = claim(executor)
+    url = f"/api/executor/phases/{held['phase_id']}"
+    lease = {"worker": "box-1", "epoch": held["claim_epoch"]}
+    call = {
+        "role": "builder",
+        "provider": "replay",
+        "model": "claude-haiku-4-5",
+        "request_id": "",
+        "input_tokens": 900,
+        "output_tokens": 120,
+        "cache_creation_tokens": 0,
+        "cache_read_tokens": 0,
+        "latency_ms": 4,
+        "stop_reason": "end_turn",
+        "max_tokens": 4096,
+        "cost_usd": None,
+    }
+    estimation = {
+        "category": "backend",
+        "complexity": "low",
+        "deliverable_count": 2,
+        "predicted": 300,
+        "actual": 120,
+        "selected_budget": 4096,
+        "final_ceiling": 4096,
+        "phase_overhead": 0,
+        "truncated": False,
+        "model": "claude-haiku-4-5",
+    }
+    for kind, data in (("llm_call", call), ("llm_call", {**call, "role": "auditor"}), ("estimation", estimation)):
+        sent = executor.post(
+            f"{url}/events", {**lease, "stage": "telemetry", "kind": kind, "data": data}, format="json"
+        )
+        assert sent.status_code == 201
+    outcome = PhaseOutcome(kind=OutcomeKind.RETRY, reason="New failing test tests/test_a.py::test_b").as_dict()
+    assert executor.post(f"{url}/finish", {**lease, "outcome": outcome}, format="json").status_code == 200
+
+    usage = LlmUsageEvent.objects.filter(run_id=run.pk)
+    assert sorted(usage.values_list("role", flat=True)) == ["auditor", "builder"]
+    assert sum(row.input_tokens for row in usage) == 1800
+    assert TokenEstimationEvent.objects.filter(run_id=run.pk, predicted=300, actual=120).count() == 1
+    recorded = PhaseOutcomeEvent.objects.get(run_id=run.pk)
+    assert recorded.outcome == "retry" and recorded.error_signature

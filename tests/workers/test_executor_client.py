@@ -4,7 +4,7 @@ from io import StringIO
 
 import httpx
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from accounts.services import api_key_create
 from runs.executor_client import Backoff, ExecutorClient, ExecutorError, LeaseGone
@@ -111,3 +111,66 @@ def test_a_remote_executor_leaves_research_phases_to_the_servers_workers(live_se
     assert builder_run.state == RunState.COMPLETE
     research_phases = Phase.objects.filter(run=research_run).order_by("sequence")
     assert [(phase.state, phase.attempt_count) for phase in research_phases] == [(PhaseState.QUEUED, 0)] * 2
+
+
+def test_the_client_accepts_the_servers_root_url_as_well_as_the_executor_api_url():
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(204)
+
+    for api in (
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9/",
+        "http://127.0.0.1:9/api/executor",
+        "http://h/api/executor/",
+    ):
+        ExecutorClient(api, "ak_x", worker="w", transport=httpx.MockTransport(handle)).claim()
+    assert seen == ["/api/executor/claim"] * 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_executor_command_fails_loudly_when_the_server_refuses_its_key(live_server, tmp_path):
+    # It used to print a thread traceback and exit 0, which a supervisor reads as "drained, all fine".
+    make_run(state=RunState.RUNNING, phases=1)
+    with pytest.raises(CommandError, match="403|401"):
+        call_command(
+            "executor",
+            "--api",
+            f"{live_server.url}/api/executor/",
+            "--key",
+            "ak_nothing_wrong",
+            "--engine",
+            "noop",
+            "--until-empty",
+            "--workspaces",
+            str(tmp_path),
+            stdout=StringIO(),
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_engine_crash_on_a_remote_executor_is_a_judged_attempt_so_the_phase_ends_blocked(live_server, tmp_path):
+    # Like a local drain: a crash used to kill the executor's thread and leave the phase leased until reaped.
+    run = make_run(state=RunState.RUNNING, phases=1)  # its repository does not exist: the engine crashes
+    _, key = api_key_create(owner=make_user(staff=True), name="remote", scopes=["executor"])
+    with pytest.raises(CommandError, match="failed or blocked"):
+        call_command(
+            "executor",
+            "--api",
+            live_server.url,
+            "--key",
+            key,
+            "--provider",
+            "replay",
+            "--cassette",
+            str(tmp_path / "none.jsonl"),
+            "--until-empty",
+            "--workspaces",
+            str(tmp_path),
+            stdout=StringIO(),
+        )
+    phase = Phase.objects.get(run=run)
+    assert phase.state == PhaseState.BLOCKED
+    assert "executor error" in phase.last_failure_reason

@@ -24,7 +24,7 @@ class Command(BaseCommand):
     help = "Execute phases for a remote Autopack server, talking only HTTP."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--api", required=True, help="Base URL of the executor API (…/api/executor/).")
+        parser.add_argument("--api", required=True, help="The server's URL, or its executor API's (…/api/executor/).")
         parser.add_argument("--key", required=True, help="An API key with the executor scope.")
         parser.add_argument("--workspaces", default=None, help="Directory for the run worktrees.")
         parser.add_argument("--concurrency", type=int, default=1)
@@ -55,6 +55,8 @@ class Command(BaseCommand):
         results = executor.run()
         for phase_id, state in results:
             self.stdout.write(f"phase {phase_id}: {state or 'lease lost'}")
+        if executor.errors:
+            raise CommandError("executor stopped: " + "; ".join(executor.errors), returncode=1)
         bad = [phase_id for phase_id, state in results if state in ("failed", "blocked")]
         if bad:
             raise CommandError(f"{len(bad)} phase(s) ended failed or blocked", returncode=1)

@@ -398,7 +398,8 @@ def _paths_by_role(lines: Iterable[str]) -> tuple[list[str], list[str]]:
     deliverables: list[str] = []
     context: list[str] = []
     for line in lines:
-        for sentence in re.split(r"(?<=[.;,!?])\s+", line):
+        # A parenthesis is a clause of its own: "edit a.py (see b.py)" makes only b.py context.
+        for sentence in re.split(r"(?<=[.;,!?])\s+|\s*[()]\s*", line):
             target = context if CONTEXT_WORDS.search(sentence) else deliverables
             target.extend(path for path in find_paths(sentence) if path not in target)
     return deliverables, context

@@ -58,4 +58,9 @@ def test_the_demo_replays_its_cassette_into_one_commit_per_phase(capsys):
     p3_first = Attempt.objects.get(phase__run=run, phase__phase_id="p3-cli", number=1)
     assert AttemptEvent.objects.filter(attempt=p3_first, stage="audit", kind="rejected").exists()
     assert run.doctor_calls == 1 and run.tokens_used > 0
+    # The ledger write-back happens now, not whenever a worker next picks up the queued task.
+    from research.models import BuildHistoryEntry
+
+    entry = BuildHistoryEntry.objects.get(run=run)
+    assert f"ledger: {entry.build_id} appended to " in out
     assert f"branch {run.branch}" in out and "p2-word-stats: complete after 3 attempt(s)" in out

@@ -392,3 +392,12 @@ def test_two_heading_levels_give_tiers_and_phases_and_prose_after_a_list_stays_p
     ]
     assert result.plan["phases"][2]["category"] == "frontend"
     assert validate_plan(result.plan).warnings == []
+
+
+def test_a_parenthesised_see_makes_only_its_own_paths_context() -> None:
+    notes = (
+        "# Caching\n\n## Core\n\n1. Add textkit/cache.py\n2. Use the cache from textkit/core.py (see textkit/slug.py)\n"
+    )
+    plan = notes_to_plan(notes, default_name="notes", test_command=PYTEST).plan
+    second = plan["phases"][1]["scope"]
+    assert (second["deliverables"], second["read_only_context"]) == (["textkit/core.py"], ["textkit/slug.py"])

@@ -69,3 +69,15 @@ def test_rebuild_rollups_repairs_lost_rollups(record_call, capsys):
     UsageRollup.objects.all().delete()
     call_command("telemetry_report", "--json", "--rebuild-rollups")
     assert json.loads(capsys.readouterr().out)["spend"]["events"] == 2
+
+
+def test_since_accepts_a_number_of_days_as_docs_operations_md_shows(record_call, capsys):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    run = make_run()
+    record_call(run_id=run.pk, occurred_at=timezone.now() - timedelta(days=30))
+    record_call(run_id=run.pk, occurred_at=timezone.now() - timedelta(days=1))
+    call_command("telemetry_report", "--since", "7d", "--json")
+    assert json.loads(capsys.readouterr().out)["spend"]["events"] == 1

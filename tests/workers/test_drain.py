@@ -125,3 +125,26 @@ def test_an_engine_that_keeps_crashing_ends_blocked_instead_of_looping(project):
     assert [result.state for result in results] == [PhaseState.QUEUED, PhaseState.QUEUED, PhaseState.BLOCKED]
     phase = Phase.objects.get(run=run)
     assert "RuntimeError" in phase.last_failure_reason and phase.attempt_count == 3
+
+
+def test_the_drain_summary_stays_readable_when_the_output_is_not_a_terminal(project):
+    # Piped into a CI log, rich used 80 columns and cut every cell to "compl…", "$0.0…".
+    run = make_run(project, phases=1, state=RunState.RUNNING, branch="autopack/piped")
+    run.name = "a run whose name is long enough to need more than one line in a narrow table"
+    run.save(update_fields=["name"])
+    out = StringIO()
+    call_command("drain", "--engine", "noop", "--until-empty", "--poll", "0.05", stdout=out)
+    text = out.getvalue()
+    assert "…" not in text
+    assert "complete" in text and "$0.0000" in text
+
+
+def test_drain_takes_several_run_ids_after_one_flag_and_refuses_unknown_ones(project):
+    first = make_run(project, phases=1, state=RunState.RUNNING, branch="autopack/first")
+    second = make_run(project, phases=1, state=RunState.RUNNING, branch="autopack/second")
+    call_command(
+        "drain", "--engine", "noop", "--until-empty", "--poll", "0.05", "--run", first.pk, second.pk, stdout=StringIO()
+    )
+    assert set(Phase.objects.values_list("state", flat=True)) == {PhaseState.COMPLETE}
+    with pytest.raises(CommandError, match="no run 987654"):
+        call_command("drain", "--until-empty", "--run", 987654, stdout=StringIO())

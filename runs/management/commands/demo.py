@@ -161,6 +161,18 @@ class Command(BaseCommand):
         drain_run(run, out=self.stdout)
         summary = run_summary(run)
         self.stdout.write(_render(summary, as_json=json))
+        self._write_ledger(run, quiet=json)
+
+    def _write_ledger(self, run: Run, *, quiet: bool) -> None:
+        """The run's ledger entry, written now (idempotent) rather than when a worker next runs the queued task."""
+        run.refresh_from_db()
+        if not run.is_finished:
+            return
+        from research.services import ledger_append_for_run, ledger_file
+
+        entry = ledger_append_for_run(run_id=run.pk)
+        if not quiet:
+            self.stdout.write(f"ledger: {entry.build_id} appended to {ledger_file(run.project)}")
 
 
 def _render(summary: dict[str, Any], *, as_json: bool) -> str:

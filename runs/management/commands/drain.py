@@ -25,7 +25,9 @@ class Command(BaseCommand):
     help = "Claim and execute queued phases in this process (bounded concurrency across runs)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--run", dest="runs", type=int, action="append", default=[], help="Only this run (repeat).")
+        parser.add_argument(
+            "--run", dest="runs", type=int, nargs="+", action="extend", default=[], help="Only these runs (ids)."
+        )
         parser.add_argument(
             "--max-concurrent", type=int, default=1, help="Phases executing at once (runs in parallel)."
         )
@@ -39,6 +41,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Plain output instead of the live display.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        unknown = sorted(
+            set(options["runs"]) - set(Run.objects.filter(pk__in=options["runs"]).values_list("pk", flat=True))
+        )
+        if unknown:  # a typo would otherwise drain nothing and exit 0
+            raise CommandError(f"no run {', '.join(map(str, unknown))}")
         provider = self._provider(options)
         drain = Drain(
             runs=options["runs"],
@@ -50,6 +57,9 @@ class Command(BaseCommand):
             poll_seconds=options["poll"],
         )
         console = Console(file=self.stdout._out, force_terminal=None)
+        if not console.is_terminal:
+            # Piped into a log, rich assumes 80 columns and cuts every cell of the summary to "compl…".
+            console.width = max(console.width, SUMMARY_WIDTH)
         interrupted = _install_signal_handlers(drain)
         drain.start()
         display = not options["no_progress"] and console.is_terminal
@@ -154,6 +164,9 @@ def _runs_in_view(drain: Drain) -> set[int]:
         return set(drain.touched_runs)
 
 
+SUMMARY_WIDTH = 132
+
+
 def _summary_table(drain: Drain) -> Table:
     table = Table(title="Drain summary")
     for column in (
@@ -167,7 +180,11 @@ def _summary_table(drain: Drain) -> Table:
         "tokens",
         "cost",
     ):
-        table.add_column(column)
+        # Only the run's name may wrap: a cut state, count or cost would be misread.
+        if column == "run":
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, no_wrap=True)
     per_run: dict[int, list[str]] = {}
     for result in drain.results:
         per_run.setdefault(result.run_id, []).append(result.state)

@@ -10,8 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 
@@ -24,9 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="Serve the web only.")
 
     def handle(self, *args: Any, host: str, port: int, no_worker: bool, **options: Any) -> None:
-        commands = [[sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"]]
+        # The project's manage.py, not the current directory's: serve may be started from anywhere.
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        commands = [[sys.executable, manage, "runserver", f"{host}:{port}", "--noreload"]]
         if not no_worker:
-            commands.append([sys.executable, "manage.py", "qcluster"])
+            commands.append([sys.executable, manage, "qcluster"])
         children = [subprocess.Popen(command) for command in commands]
         stopping = False
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 
 def iso_date(value: str) -> date:
+    """A day, YYYY-MM-DD, or a number of days back from today (UTC): ``7d`` is a week ago."""
+    if value.endswith("d") and value[:-1].isdigit():
+        return datetime.now(UTC).date() - timedelta(days=int(value[:-1]))
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from exc
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD) or a number of days (7d): {value!r}") from exc
 
 
 def start_of(day: date | None) -> datetime | None:

@@ -16,7 +16,7 @@ class Command(BaseCommand):
     help = "Print telemetry figures: spend by period, avoided tokens (apart from spend), estimator accuracy."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--since", type=iso_date, help="First day (UTC) to include, YYYY-MM-DD.")
+        parser.add_argument("--since", type=iso_date, help="First day (UTC) to include, YYYY-MM-DD or 7d.")
         parser.add_argument("--period", choices=queries.PERIODS, default="month")
         parser.add_argument("--stratify", action="store_true", help="Accuracy by category, complexity, deliverables.")
         parser.add_argument("--json", action="store_true", help="Print one JSON document instead of tables.")

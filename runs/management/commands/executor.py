@@ -69,6 +69,10 @@ def _provider_factory(options: dict[str, Any]):
     def factory(spec: dict[str, Any]) -> Any:
         from runs.execution import provider_from_settings
 
-        return provider_from_settings(name=options["provider"], cassette=options["cassette"])
+        # Command-line choices win; otherwise the run's own choice travels in the spec (a replayed run
+        # replays its cassette remotely too, instead of falling back to a live provider).
+        name = options["provider"] or spec.get("provider") or None
+        cassette = options["cassette"] or spec.get("provider_cassette") or None
+        return provider_from_settings(name=name, cassette=cassette)
 
     return factory

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 import time
 import zlib
@@ -365,12 +366,19 @@ def phase_heartbeat(
 ) -> Heartbeat:
     """Extend the lease of a phase ``worker`` holds under ``epoch``; report the run's state.
 
-    One conditional UPDATE: it only matches while the phase is executing under this epoch and owner.
+    One conditional UPDATE: it only matches while the phase is executing under this epoch and owner (on
+    PostgreSQL it also returns the run's state, so a beat is one round trip).
     """
     expires = timezone.now() + timedelta(seconds=lease_seconds or lease_seconds_default())
+    stage = stage[:32] if stage else None
+    if connection.vendor == "postgresql":
+        run_state = _heartbeat_postgres(phase_id=phase_id, epoch=epoch, worker=worker, stage=stage, expires=expires)
+        if run_state is not None:
+            return Heartbeat(lease_expires_at=expires, run_state=run_state)
+        _refuse(phase_id=phase_id, epoch=epoch, worker=worker)
     fields: dict[str, Any] = {"lease_expires_at": expires}
     if stage:
-        fields["current_stage"] = stage[:32]
+        fields["current_stage"] = stage
     updated = Phase.objects.filter(
         pk=phase_id, claim_epoch=epoch, state=PhaseState.EXECUTING, lease_owner=worker
     ).update(**fields)
@@ -378,6 +386,35 @@ def phase_heartbeat(
         _refuse(phase_id=phase_id, epoch=epoch, worker=worker)
     run_state = Run.objects.filter(phases__pk=phase_id).values_list("state", flat=True).first()
     return Heartbeat(lease_expires_at=expires, run_state=run_state or "")
+
+
+# The heartbeat's conditional UPDATE, returning the run's state in the same round trip. ``COALESCE`` keeps
+# the stage when the beat carries none (one statement text for both, so it is prepared once).
+_HEARTBEAT_SQL = """
+UPDATE {phase} AS p
+SET lease_expires_at = %s::timestamptz, current_stage = COALESCE(%s::varchar, p.current_stage)
+FROM {run} AS r
+WHERE p.id = %s::bigint AND p.claim_epoch = %s::integer AND p.state = %s::varchar AND p.lease_owner = %s::varchar
+  AND r.id = p.run_id
+RETURNING r.state
+"""
+
+
+def _heartbeat_postgres(*, phase_id: int, epoch: int, worker: str, stage: str | None, expires: datetime) -> str | None:
+    """The run's state after extending the lease, or None when the beat matched no phase (nothing changed)."""
+    sql = _HEARTBEAT_SQL.format(phase=_table(Phase), run=_table(Run))
+    params = [expires, stage, phase_id, epoch, PhaseState.EXECUTING, worker]
+    for _ in range(2):
+        try:
+            with _single_statement_scope(postgres=True), connection.cursor() as cursor:
+                execute_prepared(cursor, sql, params)
+                row = cursor.fetchone()
+            return None if row is None else row[0]
+        except ProgrammingError as error:
+            if not prepared_statement_lost(error):
+                raise
+            continue  # deallocated behind our back; prepared again on the next try
+    return None
 
 
 def _refuse(*, phase_id: int, epoch: int, worker: str) -> None:
@@ -425,22 +462,106 @@ def phase_report_event(
     blob: bytes | None = None,
     worker: str | None = None,
 ) -> AttemptEvent:
-    """Append a stage event to the attempt of the current claim; large text goes zlib-compressed in ``blob``."""
+    """Append a stage event to the attempt of the current claim; large text goes zlib-compressed in ``blob``.
+
+    Stored as given: callers redact (the executor API at the edge, ``DjangoRecorder`` in process).
+    """
+    stage, kind = stage[:32], kind[:32]
+    data = data or {}
+    compressed = zlib.compress(blob) if blob is not None else None
+    if connection.vendor == "postgresql" and worker is not None:
+        event = _report_event_postgres(
+            phase_id=phase_id, epoch=epoch, stage=stage, kind=kind, data=data, blob=compressed, worker=worker
+        )
+        if event is not None:
+            return event
+    return _report_event_orm(
+        phase_id=phase_id, epoch=epoch, stage=stage, kind=kind, data=data, blob=compressed, worker=worker
+    )
+
+
+def _report_event_orm(
+    *, phase_id: int, epoch: int, stage: str, kind: str, data: dict[str, Any], blob: bytes | None, worker: str | None
+) -> AttemptEvent:
+    """The general path (SQLite, and PostgreSQL whenever the one statement matched nothing): precise errors."""
     with transaction.atomic():
         phase = _locked_current(phase_id=phase_id, epoch=epoch, worker=worker)
         attempt = Attempt.objects.get(phase=phase, claim_epoch=epoch)
         last = AttemptEvent.objects.filter(attempt=attempt).order_by("-seq").values_list("seq", flat=True).first()
         event = AttemptEvent.objects.create(
-            attempt=attempt,
-            seq=(last or 0) + 1,
-            stage=stage[:32],
-            kind=kind[:32],
-            data=data or {},
-            blob=zlib.compress(blob) if blob is not None else None,
+            attempt=attempt, seq=(last or 0) + 1, stage=stage, kind=kind, data=data, blob=blob
         )
-        if phase.current_stage != stage[:32]:
-            Phase.objects.filter(pk=phase.pk).update(current_stage=stage[:32])
+        if phase.current_stage != stage:
+            Phase.objects.filter(pk=phase.pk).update(current_stage=stage)
         return event
+
+
+# An event on PostgreSQL is ONE statement: ``holder`` locks the phase only while the claim is current (epoch,
+# executing, owner), ``attempt`` is that claim's attempt, the event takes the attempt's next ``seq``, and the
+# phase's ``current_stage`` is written only when it changes. A stale or foreign claim matches no row and
+# changes nothing; the general path then raises the precise error.
+_EVENT_SQL = """
+WITH holder AS (
+    SELECT p.id, p.current_stage FROM {phase} AS p
+    WHERE p.id = %(phase)s::bigint AND p.claim_epoch = %(epoch)s::integer AND p.state = %(executing)s::varchar
+      AND p.lease_owner = %(worker)s::varchar
+    FOR UPDATE
+), attempt AS (
+    SELECT a.id FROM {attempt} AS a JOIN holder ON a.phase_id = holder.id WHERE a.claim_epoch = %(epoch)s::integer
+), inserted AS (
+    INSERT INTO {event} (attempt_id, seq, stage, kind, data, blob, created_at)
+    SELECT attempt.id, COALESCE((SELECT MAX(e.seq) FROM {event} AS e WHERE e.attempt_id = attempt.id), 0) + 1,
+        %(stage)s::varchar, %(kind)s::varchar, %(data)s::jsonb, %(blob)s::bytea, %(now)s::timestamptz
+    FROM attempt
+    RETURNING id, attempt_id, seq
+), staged AS (
+    UPDATE {phase} AS p SET current_stage = %(stage)s::varchar FROM holder, inserted
+    WHERE p.id = holder.id AND holder.current_stage <> %(stage)s::varchar
+)
+SELECT id, attempt_id, seq FROM inserted
+"""
+
+
+def _report_event_postgres(
+    *, phase_id: int, epoch: int, stage: str, kind: str, data: dict[str, Any], blob: bytes | None, worker: str
+) -> AttemptEvent | None:
+    """The event written in one statement, or None when the general path must decide (nothing written)."""
+    now = timezone.now()
+    sql = _EVENT_SQL.format(
+        phase=_table(Phase), attempt=_table(Attempt), event=connection.ops.quote_name(AttemptEvent._meta.db_table)
+    )
+    params = {
+        "phase": phase_id,
+        "epoch": epoch,
+        "executing": PhaseState.EXECUTING,
+        "worker": worker,
+        "stage": stage,
+        "kind": kind,
+        "data": json.dumps(data),
+        "blob": blob,
+        "now": now,
+    }
+    try:
+        with _single_statement_scope(postgres=True), connection.cursor() as cursor:
+            execute_prepared(cursor, sql, params)
+            row = cursor.fetchone()
+    except IntegrityError:
+        # A concurrent event of the same claim took this seq: the statement's snapshot predates the lock
+        # it waited for. Rolled back; the general path reads the max under the lock.
+        return None
+    except ProgrammingError as error:
+        if not prepared_statement_lost(error):
+            raise
+        return None  # deallocated behind our back; rolled back, the general path writes it
+    if row is None:
+        return None
+    event_id, attempt_id, seq = row
+    event = AttemptEvent(
+        id=event_id, attempt_id=attempt_id, seq=seq, stage=stage, kind=kind, data=data, blob=blob, created_at=now
+    )
+    event._state.adding = False
+    event._state.db = connection.alias
+    return event
 
 
 # --- finish ---------------------------------------------------------------------------------------------

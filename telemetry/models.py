@@ -28,6 +28,19 @@ def _loose_fk(to: str) -> models.ForeignKey:
     )
 
 
+class LinkedEvent(models.Model):
+    """When an event happened and the project, run, phase and attempt it belongs to (loose links)."""
+
+    occurred_at = models.DateTimeField(default=timezone.now)
+    project = _loose_fk("runs.Project")
+    run = _loose_fk("runs.Run")
+    phase = _loose_fk("runs.Phase")
+    attempt = _loose_fk("runs.Attempt")
+
+    class Meta:
+        abstract = True
+
+
 class PriceTable(models.Model):
     """One version of the provider price list; the newest whose ``effective_from`` is not in the future wins."""
 
@@ -202,14 +215,9 @@ class RunUsageRollup(models.Model):
         return Decimal(self.cost_micro_usd) / MICRO_DOLLARS_PER_USD
 
 
-class TokenEstimationEvent(models.Model):
+class TokenEstimationEvent(LinkedEvent):
     """The estimator's prediction for one Builder call against what the call really produced."""
 
-    occurred_at = models.DateTimeField(default=timezone.now)
-    project = _loose_fk("runs.Project")
-    run = _loose_fk("runs.Run")
-    phase = _loose_fk("runs.Phase")
-    attempt = _loose_fk("runs.Attempt")
     category = models.CharField(max_length=32)
     complexity = models.CharField(max_length=16)
     deliverable_count = models.PositiveIntegerField()
@@ -245,12 +253,7 @@ class EscalationReason(models.TextChoices):
     OTHER = "other", "Other"
 
 
-class BudgetEscalationEvent(models.Model):
-    occurred_at = models.DateTimeField(default=timezone.now)
-    project = _loose_fk("runs.Project")
-    run = _loose_fk("runs.Run")
-    phase = _loose_fk("runs.Phase")
-    attempt = _loose_fk("runs.Attempt")
+class BudgetEscalationEvent(LinkedEvent):
     reason = models.CharField(max_length=32, choices=EscalationReason.choices)
     from_budget = models.PositiveIntegerField(null=True, blank=True)
     to_budget = models.PositiveIntegerField(null=True, blank=True)
@@ -266,14 +269,9 @@ class BudgetEscalationEvent(models.Model):
         return f"{self.reason} {self.from_budget}→{self.to_budget}"
 
 
-class PhaseOutcomeEvent(models.Model):
+class PhaseOutcomeEvent(LinkedEvent):
     """What the finalizer decided for one attempt; failures keep their normalised error signature."""
 
-    occurred_at = models.DateTimeField(default=timezone.now)
-    project = _loose_fk("runs.Project")
-    run = _loose_fk("runs.Run")
-    phase = _loose_fk("runs.Phase")
-    attempt = _loose_fk("runs.Attempt")
     outcome = models.CharField(max_length=32, help_text="complete, retry, blocked, failed, skipped")
     reason = models.CharField(max_length=200, blank=True, default="")
     error_text = models.TextField(blank=True, default="")
@@ -292,12 +290,7 @@ class PhaseOutcomeEvent(models.Model):
         return f"{self.outcome} {self.reason}"
 
 
-class DoctorOutcomeEvent(models.Model):
-    occurred_at = models.DateTimeField(default=timezone.now)
-    project = _loose_fk("runs.Project")
-    run = _loose_fk("runs.Run")
-    phase = _loose_fk("runs.Phase")
-    attempt = _loose_fk("runs.Attempt")
+class DoctorOutcomeEvent(LinkedEvent):
     action = models.CharField(max_length=32, help_text="retry_with_fix, replan, skip_phase, mark_fatal")
     confidence = models.FloatField(null=True, blank=True)
     model = models.CharField(max_length=100, blank=True, default="")
@@ -320,18 +313,13 @@ class EstimateSource(models.TextChoices):
     FALLBACK = "fallback", "Fixed fallback"
 
 
-class FailureHardeningEvent(models.Model):
+class FailureHardeningEvent(LinkedEvent):
     """A deterministic pattern handled a failure, so the Doctor was not called.
 
     ``doctor_tokens_avoided_estimate`` is a counterfactual: it is never added to spend and is always reported
     with its ``estimate_source`` and ``estimate_sample_size``.
     """
 
-    occurred_at = models.DateTimeField(default=timezone.now)
-    project = _loose_fk("runs.Project")
-    run = _loose_fk("runs.Run")
-    phase = _loose_fk("runs.Phase")
-    attempt = _loose_fk("runs.Attempt")
     pattern = models.CharField(max_length=100)
     mitigated = models.BooleanField(default=True)
     error_signature = models.CharField(max_length=64, blank=True, default="")
@@ -351,14 +339,9 @@ class FailureHardeningEvent(models.Model):
         return f"{self.pattern} (~{self.doctor_tokens_avoided_estimate} tokens avoided, {self.estimate_source})"
 
 
-class ContextBudgetEvent(models.Model):
+class ContextBudgetEvent(LinkedEvent):
     """What the context builder left out (cuts and summaries), in tokens, for one prompt."""
 
-    occurred_at = models.DateTimeField(default=timezone.now)
-    project = _loose_fk("runs.Project")
-    run = _loose_fk("runs.Run")
-    phase = _loose_fk("runs.Phase")
-    attempt = _loose_fk("runs.Attempt")
     role = models.CharField(max_length=32, default=LlmRole.BUILDER)
     tokens_included = models.PositiveBigIntegerField()
     tokens_avoided = models.PositiveBigIntegerField()

@@ -55,7 +55,15 @@ def seed(*, runs: int, phases: int, executors: int) -> list[str]:
         for run, tier in zip(run_rows, tiers, strict=True)
         for i in range(phases)
     )
-    return [api_key_create(owner=owner, name=f"executor-{n}", scopes=["executor"])[1] for n in range(executors)]
+    keys = [api_key_create(owner=owner, name=f"executor-{n}", scopes=["executor"])[1] for n in range(executors)]
+    # Planner statistics, as autovacuum gathers them within a minute of a load this size. Without them every
+    # table looks empty to PostgreSQL, which plans the (unprepared) ORM queries as if each had one row.
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+    return keys
 
 
 # --- the executor protocol over HTTP -------------------------------------------------------------
@@ -167,8 +175,12 @@ def start_gunicorn(*, database_url: str, data_dir: str, port: int, workers: int)
     raise SystemExit("gunicorn did not start")
 
 
-def server_cpu_seconds(master: int) -> float:
-    """User + system CPU seconds of the gunicorn workers (the master's children), from /proc (Linux)."""
+def children_cpu_seconds(parent: int) -> float:
+    """User + system CPU seconds of ``parent``'s live children, from /proc (Linux).
+
+    For gunicorn's master: its workers. For PostgreSQL's postmaster: its backends and helpers (the
+    connections of this benchmark's server among them).
+    """
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -178,9 +190,29 @@ def server_cpu_seconds(master: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == master:  # ppid
+        if int(fields[1]) == parent:  # ppid
             total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
+
+
+def postmaster_pid() -> int | None:
+    """PostgreSQL's postmaster on this machine (its CPU is part of the request cost), if visible."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if command.endswith(b"/postgres") and int(fields[1]) != int(entry.name) and fields[1] == "1":
+            return int(entry.name)
+    return None
+
+
+def own_cpu_seconds() -> float:
+    usage = os.times()
+    return usage.user + usage.system
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -188,7 +220,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
 
 
-def report(stats: Stats, *, seconds: float, rate: float, server_cpu: float) -> dict:
+def report(
+    stats: Stats, *, seconds: float, rate: float, server_cpu: float, database_cpu: float, client_cpu: float
+) -> dict:
     everything = [value for values in stats.latencies.values() for value in values]
     service = [value for values in stats.service.values() for value in values]
     result = {
@@ -203,6 +237,12 @@ def report(stats: Stats, *, seconds: float, rate: float, server_cpu: float) -> d
         "service_p99_ms": round(percentile(service, 0.99) * 1000, 1),
         # What the server spent per request, whatever else the (shared) machine was doing meanwhile.
         "server_cpu_ms_per_request": round(server_cpu * 1000 / max(stats.sent, 1), 2),
+        # PostgreSQL's backends (all of them: run on a quiet machine) and this load generator, per request.
+        "database_cpu_ms_per_request": round(database_cpu * 1000 / max(stats.sent, 1), 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / max(stats.sent, 1), 2),
+        # Cores busy on average over the run: this machine has os.cpu_count() of them.
+        "cores_busy": round((server_cpu + database_cpu + client_cpu) / seconds, 2),
+        "cores": os.cpu_count(),
         "by_endpoint": {
             name: {
                 "requests": len(values),
@@ -331,14 +371,27 @@ def main() -> None:
                 )
                 for n, key in enumerate(keys)
             ]
-            started, cpu_before = time.perf_counter(), server_cpu_seconds(server.pid)
+            postmaster = postmaster_pid()
+            started, cpu_before = time.perf_counter(), children_cpu_seconds(server.pid)
+            db_before = children_cpu_seconds(postmaster) if postmaster else 0.0
+            own_before = own_cpu_seconds()
             for executor in executors:
                 executor.start()
             for executor in executors:
                 executor.join()
-            server_cpu = server_cpu_seconds(server.pid) - cpu_before
+            server_cpu = children_cpu_seconds(server.pid) - cpu_before
+            database_cpu = (children_cpu_seconds(postmaster) - db_before) if postmaster else 0.0
+            client_cpu = own_cpu_seconds() - own_before
             elapsed = time.perf_counter() - started
-            print(json.dumps(report(stats, seconds=elapsed, rate=args.rate, server_cpu=server_cpu), indent=2))
+            result = report(
+                stats,
+                seconds=elapsed,
+                rate=args.rate,
+                server_cpu=server_cpu,
+                database_cpu=database_cpu,
+                client_cpu=client_cpu,
+            )
+            print(json.dumps(result, indent=2))
         finally:
             server.terminate()
             server.wait(timeout=30)

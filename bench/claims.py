@@ -84,7 +84,7 @@ def statement_times(samples: int, *, prepared: bool) -> list[float]:
     from runs.services.leases import claim_sql_postgres
     from runs.services.transitions import numbered_placeholders
 
-    sql, params = claim_sql_postgres(worker="bench-explain", runs=None, lease_seconds=30)
+    sql, params = claim_sql_postgres(worker="bench-explain", lease_seconds=30)
     text, order = numbered_placeholders(sql)
     if prepared:
         with connection.cursor() as cursor:

@@ -11,11 +11,13 @@ their strings (or the functions as callables) to it:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from research.embedders import get_embedder
@@ -95,16 +97,41 @@ def _entry_text(entry: BuildHistoryEntry) -> str:
     return " ".join([entry.build_id, entry.title, entry.category, entry.summary, " ".join(entry.files_modified)])
 
 
+# Ledger entry vectors by (embedder, digest of the entry's text), so a claim embeds its query and not the
+# project's whole ledger again (500 entries cost the hashing embedder ~100 ms). The key is the text itself,
+# so an edited entry is embedded afresh; the dict is dropped whole when it reaches the bound.
+_ENTRY_VECTORS_MAX = 20_000
+_entry_vectors: dict[tuple[str, bytes], np.ndarray] = {}
+_entry_vectors_lock = threading.Lock()
+_RANKED_FIELDS = ("id", "build_id", "title", "category", "summary", "files_modified", "date", "status")
+
+
+def _entry_vectors_for(embedder, texts: list[str]) -> np.ndarray:
+    keys = [(embedder.name, hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()) for text in texts]
+    with _entry_vectors_lock:
+        found = [_entry_vectors.get(key) for key in keys]
+    missing = [n for n, vector in enumerate(found) if vector is None]
+    if missing:
+        fresh = embedder.embed([texts[n] for n in missing])
+        with _entry_vectors_lock:
+            if len(_entry_vectors) + len(missing) > _ENTRY_VECTORS_MAX:
+                _entry_vectors.clear()
+            for n, vector in zip(missing, fresh, strict=True):
+                found[n] = _entry_vectors[keys[n]] = vector
+    return np.stack(found) if found else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
 def _ranked_entries(*, project_id: int, category: str, paths: list[str], goal: str) -> list[BuildHistoryEntry]:
     entries = list(
-        BuildHistoryEntry.objects.filter(project_id=project_id).order_by("-date", "-id")[:MAX_LEDGER_CANDIDATES]
+        BuildHistoryEntry.objects.filter(project_id=project_id)
+        .only(*_RANKED_FIELDS)
+        .order_by("-date", "-id")[:MAX_LEDGER_CANDIDATES]
     )
     if not entries:
         return []
     embedder = get_embedder()
     query = " ".join([goal, category, " ".join(paths)])
-    vectors = embedder.embed([query, *[_entry_text(entry) for entry in entries]])
-    similarities = vectors[1:] @ vectors[0]
+    similarities = _entry_vectors_for(embedder, [_entry_text(entry) for entry in entries]) @ embedder.embed([query])[0]
     scored = []
     for entry, similarity in zip(entries, similarities, strict=True):
         score = float(similarity) + 0.3 * bool(_overlap(paths, entry.files_modified))
@@ -116,12 +143,14 @@ def _ranked_entries(*, project_id: int, category: str, paths: list[str], goal: s
 
 
 def _similar_failures(*, project_id: int, category: str, paths: list[str]) -> list[tuple[Phase, list[str]]]:
+    # EXISTS rather than a join to attempts and DISTINCT over every column (the run's plan among them); the
+    # partial index phase_failure_by_category holds just the phases with a failure reason.
+    failed_attempt = Attempt.objects.filter(phase=OuterRef("pk"), status=AttemptStatus.FAILED)
     failed = (
         Phase.objects.filter(run__project_id=project_id, category=category)
-        .filter(Q(state__in=[PhaseState.FAILED, PhaseState.BLOCKED]) | Q(attempts__status=AttemptStatus.FAILED))
         .exclude(last_failure_reason="")
+        .filter(Q(state__in=[PhaseState.FAILED, PhaseState.BLOCKED]) | Q(Exists(failed_attempt)))
         .select_related("run")
-        .distinct()
         .order_by("-updated_at")[:50]
     )
     found = [(phase, _overlap(paths, phase.scope_paths + phase.deliverables)) for phase in failed]
@@ -183,12 +212,13 @@ def _fit(lines: list[str], max_chars: int) -> str:
 def needs_research_step(*, project_id: int, category: str, now: datetime | None = None) -> bool:
     """True when phases of this category failed repeatedly lately (≥ 3 failed attempts in 30 days)."""
     since = (now or timezone.now()) - timedelta(days=RESEARCH_WINDOW_DAYS)
+    # Counting stops at the threshold; index attempt_status_started keeps the scan to recent failures.
     failed_attempts = Attempt.objects.filter(
         phase__run__project_id=project_id,
         phase__category=category,
         status=AttemptStatus.FAILED,
         started_at__gte=since,
-    ).count()
+    )[:RESEARCH_FAILURE_THRESHOLD].count()
     return failed_attempts >= RESEARCH_FAILURE_THRESHOLD
 
 

@@ -13,7 +13,7 @@ by PostgreSQL's bigint), so a malformed or out-of-range value is a 400 in the do
 Research phases are not handed to remote executors: a research session reads the server's corpora and
 memory through the ORM, so it runs on the server's own workers (``manage.py drain``, django-q2), which
 ``phase_finish`` and ``phase_release`` enqueue for the run. A remote claim leaves out runs whose next phase
-is a research phase, and gives such a phase back at once if it wins one in a race with a finishing phase.
+is a research phase (inside the claim statement, so it cannot race with the run's head changing).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import binascii
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -35,9 +34,8 @@ from accounts.models import ApiKeyScope
 from accounts.permissions import HasScope
 from runs import execution
 from runs.engine.outcome import OutcomeKind, PhaseOutcome
-from runs.models import Phase, Run, RunFailureReason, RunState
+from runs.models import Phase, RunFailureReason
 from runs.services import leases
-from runs.services.leases import OPEN_STATES
 
 WORKER_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 MAX_ID = 2**63 - 1  # PostgreSQL bigint: ids, epochs and token counters
@@ -231,11 +229,14 @@ class ClaimView(ExecutorView):
     def post(self, request: Request) -> Response:
         data = _valid(ClaimInput, request)
         worker = lease_identity(request, data["worker"])
-        runs = _claimable_runs(request, data.get("runs"))
+        narrowed = {
+            "runs": data.get("runs"),
+            "projects": _member_projects(request.user),
+            # The claim statement itself passes over runs whose next phase is a research phase.
+            "skip_categories": (RESEARCH_CATEGORY,),
+        }
         for _ in range(3):
-            if runs == []:
-                break
-            claim = leases.phase_claim(worker=worker, runs=runs)
+            claim = leases.phase_claim(worker=worker, **narrowed)
             if claim is None:
                 break
             try:
@@ -249,40 +250,21 @@ class ClaimView(ExecutorView):
             if spec.category != RESEARCH_CATEGORY:
                 spec.attempt_id, spec.claim_epoch = claim.attempt_id, claim.claim_epoch
                 return Response({"claim": claim.as_dict(), "spec": spec.to_dict()})
-            # Lost a race: the run's research phase became its head after we looked. Give it back (the run's
-            # work is enqueued for the server's workers) and look elsewhere.
+            # Not expected (the claim skips research heads), kept as a guard: a research phase is never run
+            # remotely. Give it back (its run's work is enqueued for the server's workers) and look again.
             leases.phase_release(
                 phase_id=claim.phase_id, epoch=claim.claim_epoch, worker=worker, reason=RESEARCH_RELEASE_REASON
             )
-            runs = _claimable_runs(request, data.get("runs"), exclude=claim.run_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _claimable_runs(request: Request, wanted: list[int] | None, *, exclude: int | None = None) -> list[int] | None:
-    """The runs this claim may take a phase from (None: any running run).
+def _member_projects(user) -> list[int] | None:
+    """The projects a non-staff executor's owner belongs to (None: staff, any project)."""
+    if user.is_staff or user.is_superuser:
+        return None
+    from accounts.models import Membership
 
-    Staff executors may take any run; others only runs of projects their key's owner belongs to. Runs whose
-    next open phase is a research phase are left out (see the module docstring). One query in the usual case.
-    """
-    user = request.user
-    head_category = Subquery(
-        Phase.objects.filter(run=OuterRef("pk"), state__in=OPEN_STATES).order_by("sequence").values("category")[:1]
-    )
-    running = Run.objects.filter(state=RunState.RUNNING)
-    if wanted:
-        running = running.filter(pk__in=wanted)
-    if exclude is not None:
-        running = running.exclude(pk=exclude)
-    if not (user.is_staff or user.is_superuser):
-        rows = running.filter(project__memberships__user=user).annotate(head=head_category)
-        return sorted({pk for pk, head in rows.values_list("pk", "head") if head != RESEARCH_CATEGORY})
-    # Staff: usually no run waits on research, and the claim needs no list of runs at all.
-    research = set(running.annotate(head=head_category).filter(head=RESEARCH_CATEGORY).values_list("pk", flat=True))
-    if not research and exclude is None:
-        return wanted
-    if wanted:
-        return [pk for pk in wanted if pk not in research and pk != exclude]
-    return list(running.exclude(pk__in=research).values_list("pk", flat=True))
+    return list(Membership.objects.filter(user=user).values_list("project_id", flat=True))
 
 
 class HeartbeatView(ExecutorView):

@@ -282,6 +282,13 @@ class Phase(models.Model):
                 condition=Q(state__in=["queued", "executing", "blocked", "failed"]),
                 name="phase_open_by_run",
             ),
+            # Past failures of similar phases, for the Builder's insights at every claim: only phases that
+            # carry a failure reason, newest first per category.
+            models.Index(
+                fields=["category", "-updated_at"],
+                condition=~Q(last_failure_reason=""),
+                name="phase_failure_by_category",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -376,6 +383,8 @@ class Attempt(models.Model):
     class Meta:
         ordering = ["phase", "number"]
         constraints = [models.UniqueConstraint(fields=["phase", "number"], name="attempt_unique_phase_number")]
+        # Recent failed attempts (whether a category needs a research step, checked at every claim).
+        indexes = [models.Index(fields=["status", "started_at"], name="attempt_status_started")]
 
     def __str__(self) -> str:
         return f"{self.phase.phase_id} attempt {self.number}"

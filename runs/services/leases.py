@@ -146,14 +146,44 @@ def worker_actor(worker: str) -> str:
 # --- claim ------------------------------------------------------------------------------------------
 
 
-def phase_claim(*, worker: str, runs: list[int] | None = None, lease_seconds: int | None = None) -> Claim | None:
+@dataclass(frozen=True)
+class ClaimFilter:
+    """Which runs a claim may take a phase from. Empty means no restriction.
+
+    ``runs``: only these runs. ``projects``: only runs of these projects (a non-staff remote executor's).
+    ``skip_categories``: leave out runs whose next phase has one of these categories (remote executors
+    leave research phases to the server's workers); the check is part of the claim itself, so it cannot
+    race with the run's head changing.
+    """
+
+    runs: tuple[int, ...] = ()
+    projects: tuple[int, ...] | None = None
+    skip_categories: tuple[str, ...] = ()
+
+
+def phase_claim(
+    *,
+    worker: str,
+    runs: list[int] | None = None,
+    lease_seconds: int | None = None,
+    projects: list[int] | None = None,
+    skip_categories: tuple[str, ...] | list[str] = (),
+) -> Claim | None:
     """Claim the next runnable phase for ``worker``, or return None when there is nothing to claim.
 
     Runnable: its run is running, and it is the first phase of the run (by ``sequence``, i.e. tier index
     then phase index) that is not complete or skipped, and it is queued; so no other phase of the run is
     executing and every earlier phase is done. The partial unique index ``phase_one_executing_per_run``
-    backs this up in the database.
+    backs this up in the database. ``runs``, ``projects`` and ``skip_categories`` narrow it (``ClaimFilter``);
+    ``projects=[]`` (a member of no project) claims nothing.
     """
+    wanted = ClaimFilter(
+        runs=tuple(runs or ()),
+        projects=None if projects is None else tuple(projects),
+        skip_categories=tuple(skip_categories),
+    )
+    if wanted.projects == ():
+        return None
     reap_if_due()
     seconds = lease_seconds or lease_seconds_default()
     postgres = connection.vendor == "postgresql"
@@ -161,7 +191,7 @@ def phase_claim(*, worker: str, runs: list[int] | None = None, lease_seconds: in
     for _ in range(3):
         try:
             with _single_statement_scope(postgres):
-                return claim_once(worker=worker, runs=runs, lease_seconds=seconds)
+                return claim_once(worker=worker, wanted=wanted, lease_seconds=seconds)
         except IntegrityError:
             # Another claimer won a phase of the same run in the meantime (phase_one_executing_per_run).
             continue
@@ -180,10 +210,10 @@ def _single_statement_scope(postgres: bool) -> contextlib.AbstractContextManager
     return transaction.atomic()
 
 
-def _claim_compare_and_swap(*, worker: str, runs: list[int] | None, lease_seconds: int) -> Claim | None:
+def _claim_compare_and_swap(*, worker: str, wanted: ClaimFilter, lease_seconds: int) -> Claim | None:
     """SQLite has no row locks: compare-and-swap on the fencing token decides who owns the phase."""
     for phase in Phase.objects.filter(
-        pk__in=_candidate_phase_ids(runs), state=PhaseState.QUEUED, run__state=RunState.RUNNING
+        pk__in=_candidate_phase_ids(wanted), state=PhaseState.QUEUED, run__state=RunState.RUNNING
     ).order_by("run_id"):
         won = Phase.objects.filter(pk=phase.pk, state=PhaseState.QUEUED, claim_epoch=phase.claim_epoch).update(
             claim_epoch=phase.claim_epoch + 1
@@ -193,14 +223,17 @@ def _claim_compare_and_swap(*, worker: str, runs: list[int] | None, lease_second
     return None
 
 
-def _candidate_phase_ids(runs: list[int] | None) -> list[int]:
+def _candidate_phase_ids(wanted: ClaimFilter) -> list[int]:
     head = Phase.objects.filter(run=OuterRef("pk"), state__in=OPEN_STATES).order_by("sequence").values("pk")[:1]
     running = Run.objects.filter(state=RunState.RUNNING)
-    if runs:
-        running = running.filter(pk__in=runs)
+    if wanted.runs:
+        running = running.filter(pk__in=wanted.runs)
+    if wanted.projects is not None:
+        running = running.filter(project_id__in=wanted.projects)
     head_ids = running.annotate(head_id=Subquery(head)).values("head_id")
     return list(
         Phase.objects.filter(pk__in=head_ids, state=PhaseState.QUEUED)
+        .exclude(category__in=wanted.skip_categories)
         .order_by("run_id")
         .values_list("pk", flat=True)[:CANDIDATES_PER_CLAIM]
     )
@@ -235,27 +268,32 @@ def _claim_locked(phase: Phase, *, worker: str, lease_seconds: int) -> Claim:
 
 
 # PostgreSQL: the whole claim is one statement, one round trip.
-# ``candidate`` walks running runs oldest first (index run_state_created; ordered by exactly its columns,
-# so the walk is an index scan that stops early whatever the statistics say, also in a generic plan),
-# probes each one's first open phase (index phase_open_by_run), stops after a few queued heads, so the
-# cost does not grow with the queue's depth, and locks the first of those nobody else holds (SKIP LOCKED). ``claimed`` moves it to
-# executing with the legality condition in its WHERE (compare-and-swap, re-checked on the locked row);
-# ``logged`` and ``attempt`` write its transition row and its Attempt. Plain SQL: the ORM cannot say
-# LATERAL or data-modifying CTEs, and this runs for every claim.
+# ``heads`` walks running runs oldest first (index run_state_created; ordered by exactly its columns, so the
+# walk is an index scan that stops early whatever the statistics say, also in a generic plan), probes each
+# one's first open phase (index phase_open_by_run) and stops after a few queued heads, so the cost does not
+# grow with the queue's depth. It is MATERIALIZED, and ``candidate`` and ``claimed`` reach phases only
+# through it by primary key: with stale statistics (a freshly loaded queue) the planner otherwise chose to
+# walk every queued phase and re-probe the runs for each, 100+ ms for 1,600 phases instead of < 1 ms.
+# ``candidate`` locks the first head nobody else holds (SKIP LOCKED); ``claimed`` moves it to executing with
+# the legality condition in its WHERE (compare-and-swap, re-checked on the locked row); ``logged`` and
+# ``attempt`` write its transition row and its Attempt. Plain SQL: the ORM cannot say LATERAL or
+# data-modifying CTEs, and this runs for every claim.
 _CLAIM_SQL = """
-WITH candidate AS (
-    SELECT phase.id, phase.state FROM {phase} phase
-    WHERE phase.state = ANY(%(sources)s::text[]) AND phase.id IN (
-        SELECT head.id FROM {run} r
-        CROSS JOIN LATERAL (
-            SELECT p.id, p.state FROM {phase} p
-            WHERE p.run_id = r.id AND p.state IN ('queued', 'executing', 'blocked', 'failed')
-            ORDER BY p.sequence LIMIT 1
-        ) head
-        WHERE r.state = %(run_state)s::text AND head.state = ANY(%(sources)s::text[]) {only_runs}
-        ORDER BY r.created_at
-        LIMIT {candidates:d}
-    )
+WITH heads AS MATERIALIZED (
+    SELECT head.id FROM {run} r
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.state, p.category FROM {phase} p
+        WHERE p.run_id = r.id AND p.state IN ('queued', 'executing', 'blocked', 'failed')
+        ORDER BY p.sequence LIMIT 1
+    ) head
+    WHERE r.state = %(run_state)s::text AND head.state = ANY(%(sources)s::text[]) {filters}
+    ORDER BY r.created_at
+    LIMIT {candidates:d}
+), candidate AS MATERIALIZED (
+    SELECT phase.id, phase.state FROM heads CROSS JOIN LATERAL (
+        SELECT one.id, one.state, one.run_id FROM {phase} one WHERE one.id = heads.id OFFSET 0
+    ) phase
+    WHERE phase.state = ANY(%(sources)s::text[])
     ORDER BY phase.run_id
     LIMIT 1
     FOR UPDATE OF phase SKIP LOCKED
@@ -264,9 +302,9 @@ WITH candidate AS (
         state = %(to_state)s::text, claim_epoch = p.claim_epoch + 1, attempt_count = p.attempt_count + 1,
         lease_owner = %(worker)s::text, lease_expires_at = %(expires)s::timestamptz, current_stage = 'claimed',
         started_at = COALESCE(p.started_at, %(now)s::timestamptz), updated_at = %(now)s::timestamptz
-    FROM candidate
-    WHERE p.id = candidate.id AND p.state = ANY(%(sources)s::text[])
-    RETURNING p.id, p.run_id, p.claim_epoch, p.attempt_count, p.revision_epoch, candidate.state AS from_state
+    WHERE p.id = (SELECT id FROM candidate) AND p.state = ANY(%(sources)s::text[])
+    RETURNING p.id, p.run_id, p.claim_epoch, p.attempt_count, p.revision_epoch,
+        (SELECT state FROM candidate) AS from_state
 ), logged AS (
     {transition_insert}
     SELECT id, from_state, %(to_state)s::text, %(actor)s::text, 'claimed, attempt ' || attempt_count, claim_epoch,
@@ -285,7 +323,7 @@ _ATTEMPT_FROM_CLAIM = ("phase", "number", "claim_epoch", "revision_epoch")
 
 
 @functools.cache
-def _claim_statement(only_runs: bool) -> tuple[str, dict[str, Any]]:
+def _claim_statement(only_runs: bool, only_projects: bool, skip_categories: bool) -> tuple[str, dict[str, Any]]:
     """The claim SQL and its fixed parameters (built once per process from the models' metadata).
 
     Parameters carry casts: the statement is prepared once per connection (``execute_prepared``), and
@@ -309,7 +347,15 @@ def _claim_statement(only_runs: bool) -> tuple[str, dict[str, Any]]:
         run=quote(Run._meta.db_table),
         attempt=quote(Attempt._meta.db_table),
         transition_insert=phase_transition_insert_sql(),
-        only_runs="AND r.id = ANY(%(runs)s::bigint[])" if only_runs else "",
+        filters=" ".join(
+            condition
+            for condition, wanted in (
+                ("AND r.id = ANY(%(runs)s::bigint[])", only_runs),
+                ("AND r.project_id = ANY(%(projects)s::bigint[])", only_projects),
+                ("AND head.category <> ALL(%(skip)s::text[])", skip_categories),
+            )
+            if wanted
+        ),
         candidates=CANDIDATES_PER_CLAIM,
         attempt_columns=", ".join(quote(Attempt._meta.get_field(name).column) for name in _ATTEMPT_FROM_CLAIM)
         + "".join(f", {quote(f.column)}" for f in rest),
@@ -321,9 +367,12 @@ def _claim_statement(only_runs: bool) -> tuple[str, dict[str, Any]]:
     return sql, fixed
 
 
-def claim_sql_postgres(*, worker: str, runs: list[int] | None, lease_seconds: int) -> tuple[str, dict[str, Any]]:
+def claim_sql_postgres(
+    *, worker: str, wanted: ClaimFilter | None = None, lease_seconds: int
+) -> tuple[str, dict[str, Any]]:
     """The claim statement with its parameters; ``lease_expires_at`` is ``params["expires"]``."""
-    sql, fixed = _claim_statement(bool(runs))
+    wanted = wanted or ClaimFilter()
+    sql, fixed = _claim_statement(bool(wanted.runs), wanted.projects is not None, bool(wanted.skip_categories))
     now = timezone.now()
     params = {
         **fixed,
@@ -332,13 +381,17 @@ def claim_sql_postgres(*, worker: str, runs: list[int] | None, lease_seconds: in
         "now": now,
         "expires": now + timedelta(seconds=lease_seconds),
     }
-    if runs:
-        params["runs"] = list(runs)
+    if wanted.runs:
+        params["runs"] = list(wanted.runs)
+    if wanted.projects is not None:
+        params["projects"] = list(wanted.projects)
+    if wanted.skip_categories:
+        params["skip"] = list(wanted.skip_categories)
     return sql, params
 
 
-def _claim_postgres(*, worker: str, runs: list[int] | None, lease_seconds: int) -> Claim | None:
-    sql, params = claim_sql_postgres(worker=worker, runs=runs, lease_seconds=lease_seconds)
+def _claim_postgres(*, worker: str, wanted: ClaimFilter, lease_seconds: int) -> Claim | None:
+    sql, params = claim_sql_postgres(worker=worker, wanted=wanted, lease_seconds=lease_seconds)
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, params)
         row = cursor.fetchone()

@@ -93,8 +93,26 @@ def test_last_used_is_written_at_most_once_a_minute(django_assert_num_queries):
 def test_a_key_lookup_costs_one_query(django_assert_num_queries):
     from accounts.authentication import ApiKeyAuthentication
 
-    key, raw_key = api_key_create(owner=make_user(), name="script", scopes=["read"])
+    key, raw_key = api_key_create(owner=make_user(), name="script", scopes=["read", "write"])
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    # On PostgreSQL the statement is prepared once per connection (one PREPARE the first time), then reused.
+    ApiKeyAuthentication().authenticate_key(raw_key)
     with django_assert_num_queries(1):
         user, authenticated_key = ApiKeyAuthentication().authenticate_key(raw_key)
     assert authenticated_key.pk == key.pk and user.pk == key.owner_id
+
+
+def test_the_looked_up_key_and_owner_are_whole_decoded_instances():
+    from accounts.authentication import ApiKeyAuthentication
+
+    owner = make_user("carol")
+    expires = timezone.now() + timedelta(days=3)
+    key, raw_key = api_key_create(owner=owner, name="ci", scopes=["read", "write"], expires_at=expires)
+    user, found = ApiKeyAuthentication().authenticate_key(raw_key)
+    assert found.scopes == ["read", "write"] and found.has_scope("write") and not found.has_scope("executor")
+    assert found.name == "ci" and found.prefix == key.prefix and found.expires_at == expires
+    assert found.owner is user and user.username == "carol" and user.is_active and not user.is_staff
+    assert found._state.adding is False  # a saved row: save() updates it rather than inserting a copy
+    found.name = "renamed"
+    found.save(update_fields=["name"])
+    assert ApiKey.objects.get(pk=key.pk).name == "renamed" and ApiKey.objects.count() == 1

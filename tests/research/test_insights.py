@@ -110,3 +110,53 @@ def test_goal_drift_is_recorded_on_the_attempt(project) -> None:
 
     assert check.drifted and check.threshold == 0.7
     assert GoalDriftCheck.objects.get(attempt=attempt).embedder == "hashing-ngram-384"
+
+
+class CountingEmbedder:
+    """The real hashing embedder, counting the texts it is asked to embed."""
+
+    def __init__(self) -> None:
+        from research.embedders import HashingEmbedder
+
+        self.inner = HashingEmbedder()
+        self.name, self.dim, self.texts = self.inner.name, self.inner.dim, 0
+
+    def embed(self, texts):
+        self.texts += len(texts)
+        return self.inner.embed(texts)
+
+
+def test_ledger_vectors_are_embedded_once_and_again_only_when_an_entry_changes(imported_project, monkeypatch) -> None:
+    import research.insights as insights
+    from research.models import BuildHistoryEntry
+
+    embedder = CountingEmbedder()
+    monkeypatch.setattr(insights, "get_embedder", lambda: embedder)
+    monkeypatch.setattr(insights, "_entry_vectors", {})
+    entries = BuildHistoryEntry.objects.filter(project=imported_project).count()
+    ask = dict(project_id=imported_project.pk, category="backend", paths=["src/autopack/anthropic_clients.py"])
+
+    cold = builder_insights(**ask, goal=TRUNCATION_GOAL)
+    assert embedder.texts == entries + 1  # every entry, and the query
+
+    warm = builder_insights(**ask, goal=TRUNCATION_GOAL)
+    assert embedder.texts == entries + 2  # the query only
+    assert warm == cold
+
+    entry = BuildHistoryEntry.objects.filter(project=imported_project).order_by("-date", "-id").first()
+    entry.summary = "Rewrote the retry loop of the token estimator."
+    entry.save(update_fields=["summary"])
+    builder_insights(**ask, goal=TRUNCATION_GOAL)
+    assert embedder.texts == entries + 4  # the edited entry and the query
+
+
+def test_a_phase_that_failed_an_attempt_and_is_queued_for_retry_counts_as_a_past_failure(project) -> None:
+    retrying = make_phase(project, run_name="earlier", phase_id="retry-me", state="queued", failure="lint failed")
+    fail_attempt(retrying, 1, reason="lint failed")
+    # A failure reason without a failed attempt (say, a lost lease) is not a failure of similar work.
+    make_phase(project, run_name="earlier", phase_id="lost-lease", state="queued", failure="lease lost twice")
+
+    text = builder_insights(project_id=project.pk, category="backend", paths=[])
+
+    assert "phase retry-me (backend, queued)" in text and "lint failed" in text
+    assert "lost-lease" not in text

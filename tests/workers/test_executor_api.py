@@ -284,25 +284,47 @@ def test_a_non_staff_executor_is_not_handed_a_research_phase_of_its_project_eith
     assert claim(client)["run_id"] == other.pk
 
 
-def test_a_research_phase_won_in_a_race_is_given_back_and_the_claim_moves_on(executor, monkeypatch):
-    from runs import executor_api
+def test_a_research_phase_claimed_anyway_is_given_back_and_the_claim_moves_on(executor, monkeypatch):
+    from runs.services import leases
 
     research_run = make_research_headed_run()
     builder_run = make_run(state=RunState.RUNNING, phases=1)
-    # The race: the first look finds no research at the head of any run (as if the run's earlier phase were
-    # still executing then), the claim itself then wins the research phase.
-    looks = []
-    real = executor_api._claimable_runs
+    # The claim statement passes over research heads; the view's guard behind it is tested by letting the
+    # first claim ignore that filter (as a claim statement without it would), so it wins the research phase.
+    calls = []
+    real = leases.phase_claim
 
-    def first_look_blind(request, wanted, *, exclude=None):
-        looks.append(exclude)
-        return None if len(looks) == 1 else real(request, wanted, exclude=exclude)
+    def first_claim_unfiltered(**kwargs):
+        calls.append(kwargs["skip_categories"])
+        return real(**{**kwargs, "skip_categories": () if len(calls) == 1 else kwargs["skip_categories"]})
 
-    monkeypatch.setattr(executor_api, "_claimable_runs", first_look_blind)
+    monkeypatch.setattr(leases, "phase_claim", first_claim_unfiltered)
     held = claim(executor)
-    assert held["run_id"] == builder_run.pk and looks == [None, research_run.pk]
+    assert held["run_id"] == builder_run.pk and calls == [("research",), ("research",)]
     head = Phase.objects.get(run=research_run, sequence=0)
     assert head.state == PhaseState.QUEUED and head.attempts.get().status == "abandoned"
+
+
+def test_the_claim_statement_itself_skips_runs_headed_by_a_research_phase():
+    from runs.services.leases import phase_claim
+
+    research_run = make_research_headed_run()
+    assert phase_claim(worker="box", skip_categories=["research"]) is None
+    builder_run = make_run(state=RunState.RUNNING, phases=1)
+    assert phase_claim(worker="box", skip_categories=["research"]).run_id == builder_run.pk
+    assert phase_claim(worker="box", runs=[builder_run.pk]) is None  # its one phase is held now
+    assert phase_claim(worker="box").run_id == research_run.pk  # unfiltered (the server's own workers)
+
+
+def test_a_claim_narrowed_to_projects_takes_only_their_runs_and_none_for_no_project():
+    from runs.services.leases import phase_claim
+
+    mine = make_run(state=RunState.RUNNING, phases=1)
+    other = make_run(state=RunState.RUNNING, phases=1)
+    assert phase_claim(worker="box", projects=[]) is None
+    assert phase_claim(worker="box", projects=[other.project_id]).run_id == other.pk
+    assert phase_claim(worker="box", projects=[other.project_id]) is None
+    assert phase_claim(worker="box", projects=[mine.project_id, other.project_id]).run_id == mine.pk
 
 
 def test_a_new_price_table_reaches_the_next_claims_spec_despite_the_price_cache(executor):

@@ -18,7 +18,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from accounts.models import ApiKey, User
-from autopack_site.lib.prepared import fetchone_prepared
+from autopack_site.lib.prepared import RowReader, fetchone_prepared
 
 KEYWORD = "Api-Key"
 _KEY_FORMAT = re.compile(r"^ak_(?P<prefix>[0-9a-f]{4,16})_(?P<secret>[A-Za-z0-9_\-]{16,128})$")
@@ -63,40 +63,31 @@ def _key_with_owner(prefix: str) -> ApiKey | None:
     """The key with this prefix and its owner (``key.owner``), in one indexed query.
 
     Every executor request pays for this lookup. On PostgreSQL it is a statement prepared once per
-    connection and the rows become model instances directly (``Model.from_db``), because compiling the
-    equivalent ORM query cost more CPU than everything else the events endpoint does. Elsewhere: the ORM.
+    connection and the row becomes model instances directly, because compiling the equivalent ORM query
+    cost more CPU than everything else the events endpoint does. Elsewhere: the ORM.
     """
     if connection.vendor != "postgresql":
         return ApiKey.objects.select_related("owner").filter(prefix=prefix).first()
-    sql, key_fields, user_fields = _key_lookup_statement()
+    sql, keys, users = _key_lookup_statement()
     row = fetchone_prepared(sql, [prefix])
     if row is None:
         return None
-    key = _instance(ApiKey, key_fields, row[: len(key_fields)])
-    key.owner = _instance(User, user_fields, row[len(key_fields) :])
+    key = keys.read(row[: len(keys.fields)])
+    key.owner = users.read(row[len(keys.fields) :])
     return key
 
 
 @functools.cache
-def _key_lookup_statement() -> tuple[str, list, list]:
+def _key_lookup_statement() -> tuple[str, RowReader, RowReader]:
     quote = connection.ops.quote_name
-    key_fields, user_fields = list(ApiKey._meta.concrete_fields), list(User._meta.concrete_fields)
-    columns = [f"k.{quote(f.column)}" for f in key_fields] + [f"u.{quote(f.column)}" for f in user_fields]
+    keys, users = RowReader.of(ApiKey), RowReader.of(User)
+    owner_column = quote(ApiKey._meta.get_field("owner").column)
     sql = (
-        f"SELECT {', '.join(columns)} FROM {quote(ApiKey._meta.db_table)} k "
-        f"JOIN {quote(User._meta.db_table)} u ON u.{quote(User._meta.pk.column)} = k.{quote(ApiKey._meta.get_field('owner').column)} "
+        f"SELECT {keys.columns('k')}, {users.columns('u')} FROM {quote(ApiKey._meta.db_table)} k "
+        f"JOIN {quote(User._meta.db_table)} u ON u.{quote(User._meta.pk.column)} = k.{owner_column} "
         f"WHERE k.{quote(ApiKey._meta.get_field('prefix').column)} = %s::varchar"
     )
-    return sql, key_fields, user_fields
-
-
-def _instance(model, fields: list, values: tuple):
-    """A model instance from raw column values, with the fields' own decoding (JSON columns arrive as text)."""
-    decoded = [
-        field.from_db_value(value, None, connection) if value is not None and hasattr(field, "from_db_value") else value
-        for field, value in zip(fields, values, strict=True)
-    ]
-    return model.from_db(connection.alias, [field.attname for field in fields], decoded)
+    return sql, keys, users
 
 
 def _touch_last_used(key: ApiKey, now) -> None:

@@ -161,6 +161,7 @@ def start_gunicorn(*, database_url: str, data_dir: str, port: int, workers: int)
         f"--bind=127.0.0.1:{port}",
         f"--workers={workers}",
         "--log-level=warning",
+        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     import httpx

@@ -209,6 +209,79 @@ def _fit(lines: list[str], max_chars: int) -> str:
     return "\n".join(kept)
 
 
+# --- at every claim -------------------------------------------------------------------------------------
+#
+# ``builder_insights`` costs several queries and a ranking; a claim only needs them again when their inputs
+# changed. One statement reads a fingerprint of those inputs: the project's ledger (count and latest
+# ``updated_at``: an import or edit moves it), its phases of the category that carry a failure reason (count
+# and latest ``updated_at``: every transition and finish moves it), and the recent failed attempts of the
+# category, counted up to the research threshold (exact, so the research rule never reads a stale count).
+# The text is cached per process under that fingerprint, so it is never stale; only a renamed run shows its
+# old name until the next change.
+_FINGERPRINT_SQL = """
+SELECT
+    (SELECT count(*) FROM {ledger} WHERE project_id = %(project)s),
+    (SELECT max(updated_at) FROM {ledger} WHERE project_id = %(project)s),
+    (SELECT count(*) FROM {phase} p JOIN {run} r ON r.id = p.run_id
+        WHERE r.project_id = %(project)s AND p.category = %(category)s AND p.last_failure_reason <> ''),
+    (SELECT max(p.updated_at) FROM {phase} p JOIN {run} r ON r.id = p.run_id
+        WHERE r.project_id = %(project)s AND p.category = %(category)s AND p.last_failure_reason <> ''),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM {attempt} a JOIN {phase} p ON p.id = a.phase_id JOIN {run} r ON r.id = p.run_id
+        WHERE a.status = %(failed)s AND a.started_at >= %(since)s AND p.category = %(category)s
+            AND r.project_id = %(project)s
+        LIMIT %(threshold)s
+    ) recent)
+"""
+_INSIGHTS_CACHE_MAX = 2_000
+_insights_cache: dict[tuple, str] = {}
+_insights_cache_lock = threading.Lock()
+
+
+def _fingerprint_sql() -> str:
+    from django.db import connection
+
+    from runs.models import Run
+
+    quote = connection.ops.quote_name
+    return _FINGERPRINT_SQL.format(
+        ledger=quote(BuildHistoryEntry._meta.db_table),
+        phase=quote(Phase._meta.db_table),
+        run=quote(Run._meta.db_table),
+        attempt=quote(Attempt._meta.db_table),
+    )
+
+
+def claim_insights(*, project_id: int, category: str, paths: list[str], goal: str) -> tuple[str, bool]:
+    """``builder_insights`` and ``needs_research_step`` for a claim: one query when nothing they read changed."""
+    from django.db import connection
+
+    from autopack_site.lib.prepared import fetchone_prepared
+
+    since = timezone.now() - timedelta(days=RESEARCH_WINDOW_DAYS)
+    row = fetchone_prepared(
+        _fingerprint_sql(),
+        {
+            "project": project_id,
+            "category": category,
+            "failed": AttemptStatus.FAILED,
+            "since": connection.ops.adapt_datetimefield_value(since),
+            "threshold": RESEARCH_FAILURE_THRESHOLD,
+        },
+    )
+    needs_research = row[4] >= RESEARCH_FAILURE_THRESHOLD
+    key = (project_id, category, tuple(paths), goal, get_embedder().name, tuple(row))
+    with _insights_cache_lock:
+        text = _insights_cache.get(key)
+    if text is None:
+        text = builder_insights(project_id=project_id, category=category, paths=paths, goal=goal)
+        with _insights_cache_lock:
+            if len(_insights_cache) >= _INSIGHTS_CACHE_MAX:
+                _insights_cache.clear()
+            _insights_cache[key] = text
+    return text, needs_research
+
+
 def needs_research_step(*, project_id: int, category: str, now: datetime | None = None) -> bool:
     """True when phases of this category failed repeatedly lately (≥ 3 failed attempts in 30 days)."""
     since = (now or timezone.now()) - timedelta(days=RESEARCH_WINDOW_DAYS)

@@ -66,7 +66,11 @@ class BuildHistoryEntry(models.Model):
         ordering = ["-date", "-id"]
         verbose_name_plural = "build history entries"
         constraints = [models.UniqueConstraint(fields=["project", "entry_key"], name="ledger_entry_unique_key")]
-        indexes = [models.Index(fields=["project", "-date"], name="ledger_project_date")]
+        indexes = [
+            models.Index(fields=["project", "-date"], name="ledger_project_date"),
+            # The ledger's fingerprint at every claim (count and latest change, research.insights).
+            models.Index(fields=["project", "updated_at"], name="ledger_project_updated"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.build_id}: {self.title}"

@@ -138,13 +138,14 @@ def _research_context(phase: Phase, paths: list[str]) -> tuple[str, str]:
     anchor, when the research app provides them (never fatal)."""
     goal = phase.run.goal
     try:
-        from research.insights import builder_insights, goal_anchor, needs_research_step
+        from research.insights import claim_insights, goal_anchor
     except ImportError:
         return "", goal
-    project_id = phase.run.project_id
     try:
-        insights = builder_insights(project_id=project_id, category=phase.category, paths=paths, goal=goal)
-        if needs_research_step(project_id=project_id, category=phase.category):
+        insights, needs_research = claim_insights(
+            project_id=phase.run.project_id, category=phase.category, paths=paths, goal=goal
+        )
+        if needs_research:
             insights = f"{insights}\n\n{RESEARCH_NOTE}".strip()
     except Exception:  # noqa: BLE001 - insights are a hint; a broken index must not stop a phase
         logger.warning("builder insights failed for phase %s", phase.pk, exc_info=True)
@@ -320,16 +321,21 @@ class DjangoRecorder:
         *,
         worker: str | None = None,
         control: StopSource | None = None,
+        context: tuple[int, int, str, str] | None = None,
     ) -> None:
+        """``context``: the phase's (run id, project id, category, complexity) when the caller has them."""
         self.phase_id = phase_id
         self.epoch = epoch
         self.attempt_id = attempt_id
         self.worker = worker
         self.control = control
-        phase = Phase.objects.select_related("run").get(pk=phase_id)
-        self.run_id = phase.run_id
-        self.project_id = phase.run.project_id
-        self.category, self.complexity = phase.category, phase.complexity
+        if context is None:
+            context = (
+                Phase.objects.filter(pk=phase_id)
+                .values_list("run_id", "run__project_id", "category", "complexity")
+                .get()
+            )
+        self.run_id, self.project_id, self.category, self.complexity = context
         self.calls = 0
         self.lost = False
 
@@ -711,9 +717,19 @@ def record_remote_telemetry(
         logger.warning("unreadable remote telemetry %s for phase %s", kind, phase_id, exc_info=True)
 
 
-def record_remote_outcome(*, phase_id: int, epoch: int, attempt_id: int, attempt_number: int, outcome: PhaseOutcome):
-    """The phase-outcome telemetry row of a remotely executed attempt (``execute_claim`` writes a local one's)."""
-    recorder = DjangoRecorder(phase_id, epoch, attempt_id)
+def record_remote_outcome(
+    *,
+    phase_id: int,
+    epoch: int,
+    attempt_id: int,
+    attempt_number: int,
+    outcome: PhaseOutcome,
+    context: tuple[int, int, str, str] | None = None,
+):
+    """The phase-outcome telemetry row of a remotely executed attempt (``execute_claim`` writes a local one's).
+
+    ``context``: the phase's (run id, project id, category, complexity), if known (saves a query)."""
+    recorder = DjangoRecorder(phase_id, epoch, attempt_id, context=context)
     timings = outcome.summary.get("timings", {})
     recorder._telemetry(
         "phase_outcome_record",

@@ -340,17 +340,30 @@ def _outcome(fields: dict[str, Any]) -> PhaseOutcome:
 
 
 def _followups(phase: Phase, *, epoch: int, outcome: PhaseOutcome) -> None:
-    """What ``execute_claim`` does after ``phase_finish`` for a local attempt: goal drift, memory."""
+    """What ``execute_claim`` does after ``phase_finish`` for a local attempt: goal drift, memory.
+
+    One query for what they need: the attempt, and the project and goal of its run.
+    """
     from runs.models import Attempt
 
-    attempt = Attempt.objects.filter(phase_id=phase.pk, claim_epoch=epoch).values_list("pk", "number").first()
-    if attempt is None:
-        return
-    attempt_id, number = attempt
-    execution.record_remote_outcome(
-        phase_id=phase.pk, epoch=epoch, attempt_id=attempt_id, attempt_number=number, outcome=outcome
+    found = (
+        Attempt.objects.filter(phase_id=phase.pk, claim_epoch=epoch)
+        .order_by()
+        .values_list("pk", "number", "phase__run__project_id", "phase__run__goal")
+        .first()
     )
-    goal = phase.run.goal if outcome.diff else ""  # the goal is only read when there is a diff to compare
+    if found is None:
+        return
+    attempt_id, number, project_id, goal = found
+    execution.record_remote_outcome(
+        phase_id=phase.pk,
+        epoch=epoch,
+        attempt_id=attempt_id,
+        attempt_number=number,
+        outcome=outcome,
+        context=(phase.run_id, project_id, phase.category, phase.complexity),
+    )
+    goal = goal if outcome.diff else ""  # the goal is only read when there is a diff to compare
     execution.attempt_followups(attempt_id=attempt_id, goal=goal, description=phase.description, diff=outcome.diff)
 
 

@@ -13,6 +13,7 @@ import hashlib
 import re
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import ProgrammingError, connection
@@ -120,3 +121,28 @@ def fetchone_prepared(sql: str, params: Sequence[Any] | dict[str, Any]) -> tuple
             if attempt or not prepared_statement_lost(error):
                 raise
     return None  # not reached
+
+
+@dataclass(frozen=True)
+class RowReader:
+    """Model instances from raw rows, converted like the ORM does (e.g. JSON text to Python)."""
+
+    model: Any
+    fields: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, model: Any, names: Sequence[str] | None = None) -> RowReader:
+        """All of ``model``'s concrete fields, or those named (the others are deferred on the instances)."""
+        fields = [f for f in model._meta.concrete_fields if names is None or f.name in names]
+        return cls(model, tuple(fields))
+
+    def columns(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in self.fields)
+
+    def read(self, values: Sequence[Any]) -> Any:
+        converted = []
+        for field, value in zip(self.fields, values, strict=True):
+            for converter in field.get_db_converters(connection):
+                value = converter(value, field, connection)
+            converted.append(value)
+        return self.model.from_db(connection.alias, [f.attname for f in self.fields], converted)

@@ -49,6 +49,7 @@ from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from autopack_site.lib.errors import NotFound, PermissionDenied, StaleEpoch
+from autopack_site.lib.prepared import RowReader
 from runs.engine.outcome import OutcomeKind, PhaseOutcome
 from runs.models import (
     Attempt,
@@ -300,22 +301,24 @@ WITH heads AS MATERIALIZED (
 ), claimed AS (
     UPDATE {phase} p SET
         state = %(to_state)s::text, claim_epoch = p.claim_epoch + 1, attempt_count = p.attempt_count + 1,
-        lease_owner = %(worker)s::text, lease_expires_at = %(expires)s::timestamptz, current_stage = 'claimed',
-        started_at = COALESCE(p.started_at, %(now)s::timestamptz), updated_at = %(now)s::timestamptz
+        lease_owner = %(worker)s::text,
+        lease_expires_at = statement_timestamp() + %(lease_seconds)s::integer * interval '1 second',
+        current_stage = 'claimed',
+        started_at = COALESCE(p.started_at, statement_timestamp()), updated_at = statement_timestamp()
     WHERE p.id = (SELECT id FROM candidate) AND p.state = ANY(%(sources)s::text[])
     RETURNING p.id, p.run_id, p.claim_epoch, p.attempt_count, p.revision_epoch,
-        (SELECT state FROM candidate) AS from_state
+        (SELECT state FROM candidate) AS from_state, p.lease_expires_at
 ), logged AS (
     {transition_insert}
     SELECT id, from_state, %(to_state)s::text, %(actor)s::text, 'claimed, attempt ' || attempt_count, claim_epoch,
-        %(now)s::timestamptz
+        statement_timestamp()
     FROM claimed
 ), attempt AS (
     INSERT INTO {attempt} ({attempt_columns})
     SELECT id, attempt_count, claim_epoch, revision_epoch, {attempt_values} FROM claimed
     RETURNING id, phase_id
 )
-SELECT claimed.id, claimed.run_id, claimed.claim_epoch, attempt.id, claimed.attempt_count
+SELECT claimed.id, claimed.run_id, claimed.claim_epoch, attempt.id, claimed.attempt_count, claimed.lease_expires_at
 FROM claimed JOIN attempt ON attempt.phase_id = claimed.id
 """
 # The Attempt columns the claim sets from the claimed row; every other column gets its model default.
@@ -331,7 +334,7 @@ def _claim_statement(only_runs: bool, only_projects: bool, skip_categories: bool
     """
     quote = connection.ops.quote_name
     rest = [f for f in Attempt._meta.concrete_fields if not f.primary_key and f.name not in _ATTEMPT_FROM_CLAIM]
-    values = {"worker": "%(worker)s::text", "started_at": "%(now)s::timestamptz"}
+    values = {"worker": "%(worker)s::text", "started_at": "statement_timestamp()"}
     fixed: dict[str, Any] = {}
     for field in rest:
         default = field.get_db_prep_save(field.get_default(), connection)
@@ -370,16 +373,19 @@ def _claim_statement(only_runs: bool, only_projects: bool, skip_categories: bool
 def claim_sql_postgres(
     *, worker: str, wanted: ClaimFilter | None = None, lease_seconds: int
 ) -> tuple[str, dict[str, Any]]:
-    """The claim statement with its parameters; ``lease_expires_at`` is ``params["expires"]``."""
+    """The claim statement with its parameters.
+
+    Its times come from the database's clock at the start of the statement, which runs after the run's
+    previous phase finished and committed: an attempt can never appear to start before its predecessor
+    ended (a time taken in Python before the statement could be earlier than that finish).
+    """
     wanted = wanted or ClaimFilter()
     sql, fixed = _claim_statement(bool(wanted.runs), wanted.projects is not None, bool(wanted.skip_categories))
-    now = timezone.now()
     params = {
         **fixed,
         "worker": worker,
         "actor": worker_actor(worker),
-        "now": now,
-        "expires": now + timedelta(seconds=lease_seconds),
+        "lease_seconds": int(lease_seconds),
     }
     if wanted.runs:
         params["runs"] = list(wanted.runs)
@@ -397,8 +403,8 @@ def _claim_postgres(*, worker: str, wanted: ClaimFilter, lease_seconds: int) -> 
         row = cursor.fetchone()
     if row is None:
         return None
-    phase_id, run_id, epoch, attempt_id, number = row
-    return Claim(phase_id, run_id, epoch, attempt_id, number, params["expires"], worker)
+    phase_id, run_id, epoch, attempt_id, number, expires = row
+    return Claim(phase_id, run_id, epoch, attempt_id, number, expires, worker)
 
 
 # --- heartbeat and events ------------------------------------------------------------------------------
@@ -802,33 +808,9 @@ _RUN_FIELDS_FOR_FINISH = (
 )
 
 
-@dataclass(frozen=True)
-class _RowReader:
-    """Model instances from raw rows, converted like the ORM does (e.g. JSON text to Python)."""
-
-    model: type[Phase] | type[Run]
-    fields: tuple[Any, ...]
-
-    @classmethod
-    def of(cls, model: type[Phase] | type[Run], names: tuple[str, ...] | None = None) -> _RowReader:
-        fields = [f for f in model._meta.concrete_fields if names is None or f.name in names]
-        return cls(model, tuple(fields))
-
-    def columns(self, alias: str) -> str:
-        return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in self.fields)
-
-    def read(self, values: tuple[Any, ...]) -> Any:
-        converted = []
-        for field, value in zip(self.fields, values, strict=True):
-            for converter in field.get_db_converters(connection):
-                value = converter(value, field, connection)
-            converted.append(value)
-        return self.model.from_db(connection.alias, [f.attname for f in self.fields], converted)
-
-
 @functools.cache
-def _finish_read() -> tuple[str, _RowReader, _RowReader]:
-    phase, run = _RowReader.of(Phase), _RowReader.of(Run, _RUN_FIELDS_FOR_FINISH)
+def _finish_read() -> tuple[str, RowReader, RowReader]:
+    phase, run = RowReader.of(Phase), RowReader.of(Run, _RUN_FIELDS_FOR_FINISH)
     sql = (
         f"SELECT {phase.columns('p')}, {run.columns('r')} FROM {_table(Phase)} p "
         f"JOIN {_table(Run)} r ON r.id = p.run_id WHERE p.id = %s FOR UPDATE OF p, r"

@@ -160,3 +160,42 @@ def test_a_phase_that_failed_an_attempt_and_is_queued_for_retry_counts_as_a_past
 
     assert "phase retry-me (backend, queued)" in text and "lint failed" in text
     assert "lost-lease" not in text
+
+
+def test_claim_insights_cost_one_query_until_what_they_read_changes(imported_project, django_assert_max_num_queries):
+    from research.insights import claim_insights
+    from research.models import BuildHistoryEntry
+
+    ask = dict(project_id=imported_project.pk, category="backend", paths=["src/autopack/anthropic_clients.py"])
+    first, research = claim_insights(**ask, goal=TRUNCATION_GOAL)
+    assert first == builder_insights(**ask, goal=TRUNCATION_GOAL) and research is False
+    with django_assert_max_num_queries(2):  # the fingerprint (plus a PREPARE the first time on a connection)
+        assert claim_insights(**ask, goal=TRUNCATION_GOAL) == (first, False)
+
+    # A new failure of a similar phase shows at once.
+    phase = make_phase(imported_project, run_name="now", phase_id="p-new", state="failed", failure="flaky import")
+    text, _ = claim_insights(**ask, goal=TRUNCATION_GOAL)
+    assert "flaky import" in text and text != first
+
+    # So does the phase leaving the failures (its failure reason cleared on success)...
+    phase.last_failure_reason, phase.state = "", "complete"
+    phase.save()
+    assert claim_insights(**ask, goal=TRUNCATION_GOAL)[0] == first
+
+    # ...and an edited ledger entry.
+    entry = BuildHistoryEntry.objects.get(build_id="BUILD-042")
+    entry.title = "Eliminate truncation for good"
+    entry.save()
+    assert "Eliminate truncation for good" in claim_insights(**ask, goal=TRUNCATION_GOAL)[0]
+
+
+def test_claim_insights_apply_the_research_rule_exactly(project):
+    from research.insights import claim_insights
+
+    phase = make_phase(project, category="database", state="failed", failure="migration conflict")
+    fail_attempt(phase, 1)
+    fail_attempt(phase, 2)
+    assert claim_insights(project_id=project.pk, category="database", paths=[], goal="")[1] is False
+    fail_attempt(phase, 3)
+    assert claim_insights(project_id=project.pk, category="database", paths=[], goal="")[1] is True
+    assert claim_insights(project_id=project.pk, category="frontend", paths=[], goal="")[1] is False

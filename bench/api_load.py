@@ -143,7 +143,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(*, database_url: str, data_dir: str, port: int, workers: int) -> subprocess.Popen:
+def start_gunicorn(
+    *, database_url: str, data_dir: str, port: int, workers: int, worker_class: str = "sync", threads: int = 1
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -161,7 +163,8 @@ def start_gunicorn(*, database_url: str, data_dir: str, port: int, workers: int)
         f"--bind=127.0.0.1:{port}",
         f"--workers={workers}",
         "--log-level=warning",
-        *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
+        f"--worker-class={worker_class}",
+        f"--threads={threads}",
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     import httpx
@@ -340,6 +343,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--phases", type=int, default=40)
     parser.add_argument("--gunicorn-workers", type=int, default=4)
+    parser.add_argument("--gunicorn-class", default="sync", choices=["sync", "gthread"], help="gunicorn worker class")
+    parser.add_argument("--gunicorn-threads", type=int, default=1, help="threads per worker (gthread)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of the same load before measuring")
     parser.add_argument("--database", default="bench_api", help="PostgreSQL database to create (and drop)")
     parser.add_argument("--profile", type=int, default=0, metavar="CYCLES", help="in-process cost per endpoint")
     parser.add_argument("--profile-top", type=int, default=0, help="with --profile: cProfile's top N to stderr")
@@ -356,22 +362,33 @@ def main() -> None:
 
         connections.close_all()
         port = free_port()
-        server = start_gunicorn(database_url=database_url, data_dir=data_dir, port=port, workers=args.gunicorn_workers)
+        server = start_gunicorn(
+            database_url=database_url,
+            data_dir=data_dir,
+            port=port,
+            workers=args.gunicorn_workers,
+            worker_class=args.gunicorn_class,
+            threads=args.gunicorn_threads,
+        )
         try:
+            base, interval = f"http://127.0.0.1:{port}", args.executors / args.rate
+
+            def executors_until(deadline: float, stats: Stats) -> list[Executor]:
+                return [
+                    Executor(base=base, key=key, number=n, interval=interval, deadline=deadline, stats=stats)
+                    for n, key in enumerate(keys)
+                ]
+
+            if args.warmup > 0:
+                # The same traffic, not recorded: every worker process prepares its statements, fills its
+                # caches and opens its database connection before the measured part starts (steady state).
+                warm = executors_until(time.perf_counter() + args.warmup, Stats())
+                for executor in warm:
+                    executor.start()
+                for executor in warm:
+                    executor.join()
             stats = Stats()
-            deadline = time.perf_counter() + args.seconds
-            interval = args.executors / args.rate
-            executors = [
-                Executor(
-                    base=f"http://127.0.0.1:{port}",
-                    key=key,
-                    number=n,
-                    interval=interval,
-                    deadline=deadline,
-                    stats=stats,
-                )
-                for n, key in enumerate(keys)
-            ]
+            executors = executors_until(time.perf_counter() + args.seconds, stats)
             postmaster = postmaster_pid()
             started, cpu_before = time.perf_counter(), children_cpu_seconds(server.pid)
             db_before = children_cpu_seconds(postmaster) if postmaster else 0.0

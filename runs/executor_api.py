@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -32,6 +33,7 @@ from rest_framework.views import APIView
 from accounts.authentication import request_api_key
 from accounts.models import ApiKeyScope
 from accounts.permissions import HasScope
+from autopack_site.lib.prepared import fetchone_prepared
 from runs import execution
 from runs.engine.outcome import OutcomeKind, PhaseOutcome
 from runs.models import Phase, RunFailureReason
@@ -339,19 +341,27 @@ def _outcome(fields: dict[str, Any]) -> PhaseOutcome:
     return PhaseOutcome(**{**fields, "kind": OutcomeKind(fields["kind"])})
 
 
+@functools.cache
+def _followups_statement() -> str:
+    """The attempt's id and number and its run's project and goal (a prepared statement on PostgreSQL)."""
+    from django.db import connection
+
+    from runs.models import Attempt, Run
+
+    quote = connection.ops.quote_name
+    return (
+        f"SELECT a.id, a.number, r.project_id, r.goal FROM {quote(Attempt._meta.db_table)} a "
+        f"JOIN {quote(Phase._meta.db_table)} p ON p.id = a.phase_id JOIN {quote(Run._meta.db_table)} r ON r.id = p.run_id "
+        "WHERE a.phase_id = %s AND a.claim_epoch = %s"
+    )
+
+
 def _followups(phase: Phase, *, epoch: int, outcome: PhaseOutcome) -> None:
     """What ``execute_claim`` does after ``phase_finish`` for a local attempt: goal drift, memory.
 
     One query for what they need: the attempt, and the project and goal of its run.
     """
-    from runs.models import Attempt
-
-    found = (
-        Attempt.objects.filter(phase_id=phase.pk, claim_epoch=epoch)
-        .order_by()
-        .values_list("pk", "number", "phase__run__project_id", "phase__run__goal")
-        .first()
-    )
+    found = fetchone_prepared(_followups_statement(), [phase.pk, epoch])
     if found is None:
         return
     attempt_id, number, project_id, goal = found

@@ -397,3 +397,33 @@ def test_a_run_branches_from_the_commit_recorded_at_start_even_if_main_moved_sin
     assert outcome.kind == OutcomeKind.COMPLETE
     parent = subprocess.run([*git, "rev-parse", f"{outcome.commit_sha}^"], capture_output=True, text=True, check=True)
     assert parent.stdout.strip() == run.base_commit
+
+
+@pytest.mark.postgres
+def test_the_prepared_spec_query_reads_what_the_orm_query_reads(run):
+    from django.db import connection
+
+    from research.models import ResearchSession
+    from runs.execution import _spec_phase_orm, _spec_phase_prepared
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+    phase = Phase.objects.filter(run=run).order_by("sequence").first()
+    Attempt.objects.create(phase=phase, number=1, claim_epoch=1, status=AttemptStatus.FAILED, summary={"n": 1})
+    Attempt.objects.create(phase=phase, number=2, claim_epoch=2, status=AttemptStatus.FAILED, summary={"n": 2})
+    Attempt.objects.create(phase=phase, number=3, claim_epoch=3, status=AttemptStatus.RUNNING, summary={"n": 3})
+
+    def fields(instance):
+        return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
+
+    for _ in range(2):
+        expected, actual = _spec_phase_orm(phase.pk), _spec_phase_prepared(phase.pk)
+        assert fields(actual[0]) == fields(expected[0])
+        assert fields(actual[0].run) == fields(expected[0].run)
+        assert fields(actual[0].run.project) == fields(expected[0].run.project)
+        assert actual[1:] == expected[1:]
+        assert actual[1] == {"n": 2}  # the last judged attempt's summary, not the running one's
+        ResearchSession.objects.create(project=run.project, question="why?", status="complete", run=run)
+    assert _spec_phase_prepared(phase.pk)[2] is True
+    with pytest.raises(Phase.DoesNotExist):
+        _spec_phase_prepared(10**12)

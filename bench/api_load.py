@@ -219,6 +219,19 @@ def own_cpu_seconds() -> float:
     return usage.user + usage.system
 
 
+def machine_speed_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop: this machine's speed at the time, to read the latency beside.
+
+    Shared cloud cores here ran the same code 1.5-2x slower at some times than at others; a run's figures
+    only compare with another's when this reference does too.
+    """
+    started = time.perf_counter()
+    total = 0
+    for number in range(2_000_000):
+        total += number
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
@@ -387,6 +400,7 @@ def main() -> None:
                     executor.start()
                 for executor in warm:
                     executor.join()
+            speed_before = machine_speed_ms()
             stats = Stats()
             executors = executors_until(time.perf_counter() + args.seconds, stats)
             postmaster = postmaster_pid()
@@ -409,6 +423,7 @@ def main() -> None:
                 database_cpu=database_cpu,
                 client_cpu=client_cpu,
             )
+            result["machine_speed_ms"] = {"before": speed_before, "after": machine_speed_ms()}
             print(json.dumps(result, indent=2))
         finally:
             server.terminate()

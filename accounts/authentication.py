@@ -77,10 +77,14 @@ def _key_with_owner(prefix: str) -> ApiKey | None:
     return key
 
 
+_OWNER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
+
+
 @functools.cache
 def _key_lookup_statement() -> tuple[str, RowReader, RowReader]:
     quote = connection.ops.quote_name
-    keys, users = RowReader.of(ApiKey), RowReader.of(User)
+    # The owner's fields that authorization reads; the others are deferred (loaded if ever touched).
+    keys, users = RowReader.of(ApiKey), RowReader.of(User, _OWNER_FIELDS)
     owner_column = quote(ApiKey._meta.get_field("owner").column)
     sql = (
         f"SELECT {keys.columns('k')}, {users.columns('u')} FROM {quote(ApiKey._meta.db_table)} k "

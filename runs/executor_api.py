@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import functools
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -67,6 +68,25 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+class LightFields:
+    """Request serializers on the executor hot path: fields copied shallowly instead of deep-copied.
+
+    DRF deep-copies every declared field for every serializer instance (each copy re-runs the field's
+    ``__init__``), which cost as much CPU as the rest of an events request. A declared field is a prototype
+    that is never bound or changed, so a shallow copy is as good: binding sets attributes on the copy only.
+    Fields that hold other fields (a child, a nested serializer) are still deep-copied, since binding those
+    reaches into the shared parts.
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            name: copy.deepcopy(field)
+            if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child")
+            else copy.copy(field)
+            for name, field in self._declared_fields.items()
+        }
+
+
 class JsonObjectField(serializers.DictField):
     """A JSON object stored in a JSON column: PostgreSQL's jsonb cannot hold NUL characters, so they are a 400."""
 
@@ -77,7 +97,7 @@ class JsonObjectField(serializers.DictField):
         return value
 
 
-class ClaimInput(serializers.Serializer):
+class ClaimInput(LightFields, serializers.Serializer):
     worker = serializers.RegexField(WORKER_ID, help_text="This executor's name; part of its lease identity.")
     runs = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
@@ -87,7 +107,7 @@ class ClaimInput(serializers.Serializer):
     )
 
 
-class LeaseInput(serializers.Serializer):
+class LeaseInput(LightFields, serializers.Serializer):
     worker = serializers.RegexField(WORKER_ID)
     epoch = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="The claim epoch of the lease.")
 
@@ -118,7 +138,7 @@ class EventInput(LeaseInput):
             raise serializers.ValidationError("not base64") from None
 
 
-class OutcomeInput(serializers.Serializer):
+class OutcomeInput(LightFields, serializers.Serializer):
     """``runs.engine.outcome.PhaseOutcome`` as JSON (``PhaseOutcome.as_dict()``)."""
 
     kind = serializers.ChoiceField(choices=[kind.value for kind in OutcomeKind])

@@ -112,6 +112,7 @@ def test_the_looked_up_key_and_owner_are_whole_decoded_instances():
     assert found.scopes == ["read", "write"] and found.has_scope("write") and not found.has_scope("executor")
     assert found.name == "ci" and found.prefix == key.prefix and found.expires_at == expires
     assert found.owner is user and user.username == "carol" and user.is_active and not user.is_staff
+    assert user.email == owner.email and user.date_joined == owner.date_joined  # deferred fields load on use
     assert found._state.adding is False  # a saved row: save() updates it rather than inserting a copy
     found.name = "renamed"
     found.save(update_fields=["name"])

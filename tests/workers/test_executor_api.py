@@ -424,3 +424,20 @@ def test_a_remote_attempts_llm_calls_and_outcome_become_telemetry_rows(executor)
     assert TokenEstimationEvent.objects.filter(run_id=run.pk, predicted=300, actual=120).count() == 1
     recorded = PhaseOutcomeEvent.objects.get(run_id=run.pk)
     assert recorded.outcome == "retry" and recorded.error_signature
+
+
+def test_light_fields_give_each_serializer_its_own_bound_fields_and_leave_the_prototypes_alone():
+    from runs.executor_api import EventInput, FinishInput
+
+    good = EventInput(data={"worker": "box-1", "epoch": 3, "stage": "builder", "kind": "info", "data": {"a": 1}})
+    bad = EventInput(data={"worker": "no spaces", "epoch": 0, "stage": "x" * 33, "kind": "info", "data": []})
+    assert good.is_valid() and not bad.is_valid()
+    assert set(bad.errors) == {"worker", "epoch", "stage", "data"} and good.validated_data["data"] == {"a": 1}
+    for name, prototype in EventInput._declared_fields.items():
+        assert prototype.parent is None and prototype.field_name is None  # never bound
+        assert good.fields[name] is not bad.fields[name] and good.fields[name].parent is good
+    # The nested outcome serializer (and its fields) is bound per instance as well.
+    first = FinishInput(data={"worker": "w", "epoch": 1, "outcome": {"kind": "complete", "cost_usd": "0.5"}})
+    second = FinishInput(data={"worker": "w", "epoch": 1, "outcome": {"kind": "nonsense"}})
+    assert first.is_valid() and not second.is_valid() and "outcome" in second.errors
+    assert first.fields["outcome"] is not second.fields["outcome"] and first.fields["outcome"].parent is first

@@ -15,4 +15,4 @@ run bench/claims.py --runs 100 --phases 20 --seconds 3 --latency-samples 200
 run bench/chaos.py --kills 10 --lease 3 --runs 4 --phases-per-run 5
 run bench/telemetry_scale.py --events 100000 --quick
 run bench/pages.py --runs 200 --events 20000 --repeat 5
-run bench/api_load.py --seconds 5 --rate 100 --runs 10 --phases 10
+run bench/api_load.py --seconds 5 --warmup 2 --rate 100 --runs 20 --phases 10

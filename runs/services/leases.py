@@ -193,8 +193,9 @@ def phase_claim(
         try:
             with _single_statement_scope(postgres):
                 return claim_once(worker=worker, wanted=wanted, lease_seconds=seconds)
-        except IntegrityError:
-            # Another claimer won a phase of the same run in the meantime (phase_one_executing_per_run).
+        except (IntegrityError, _LostRace):
+            # Another claimer won a phase of the same run in the meantime (phase_one_executing_per_run), or
+            # won every candidate this claim looked at.
             continue
         except ProgrammingError as error:
             if not prepared_statement_lost(error):
@@ -318,8 +319,9 @@ WITH heads AS MATERIALIZED (
     SELECT id, attempt_count, claim_epoch, revision_epoch, {attempt_values} FROM claimed
     RETURNING id, phase_id
 )
-SELECT claimed.id, claimed.run_id, claimed.claim_epoch, attempt.id, claimed.attempt_count, claimed.lease_expires_at
-FROM claimed JOIN attempt ON attempt.phase_id = claimed.id
+SELECT claimed.id, claimed.run_id, claimed.claim_epoch, attempt.id, claimed.attempt_count, claimed.lease_expires_at,
+    (SELECT count(*) FROM heads) AS heads
+FROM (SELECT 1) AS one LEFT JOIN (claimed JOIN attempt ON attempt.phase_id = claimed.id) ON true
 """
 # The Attempt columns the claim sets from the claimed row; every other column gets its model default.
 _ATTEMPT_FROM_CLAIM = ("phase", "number", "claim_epoch", "revision_epoch")
@@ -401,10 +403,17 @@ def _claim_postgres(*, worker: str, wanted: ClaimFilter, lease_seconds: int) -> 
     with connection.cursor() as cursor:
         execute_prepared(cursor, sql, params)
         row = cursor.fetchone()
-    if row is None:
+    phase_id, run_id, epoch, attempt_id, number, expires, heads = row
+    if phase_id is None:
+        if heads:
+            # Queued heads were there, but concurrent claimers took every one of them first: look again.
+            raise _LostRace
         return None
-    phase_id, run_id, epoch, attempt_id, number, expires = row
     return Claim(phase_id, run_id, epoch, attempt_id, number, expires, worker)
+
+
+class _LostRace(Exception):
+    """A claim found work, but other claimers won all of it during the statement."""
 
 
 # --- heartbeat and events ------------------------------------------------------------------------------

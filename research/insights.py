@@ -11,6 +11,7 @@ their strings (or the functions as callables) to it:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -238,6 +239,7 @@ _insights_cache: dict[tuple, str] = {}
 _insights_cache_lock = threading.Lock()
 
 
+@functools.cache
 def _fingerprint_sql() -> str:
     from django.db import connection
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from django.db import ProgrammingError, connection
 
-# Parameters in positions PostgreSQL cannot type from context (an INSERT ... SELECT list) need casts.
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 # SQL -> (statement name, text, parameter names in $n order), for this process; and per connection the names
 # it has prepared, or None once one was found missing (then re-read from the server before the next use).

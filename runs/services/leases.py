@@ -276,10 +276,13 @@ def _claim_locked(phase: Phase, *, worker: str, lease_seconds: int) -> Claim:
 # grow with the queue's depth. It is MATERIALIZED, and ``candidate`` and ``claimed`` reach phases only
 # through it by primary key: with stale statistics (a freshly loaded queue) the planner otherwise chose to
 # walk every queued phase and re-probe the runs for each, 100+ ms for 1,600 phases instead of < 1 ms.
-# ``candidate`` locks the first head nobody else holds (SKIP LOCKED); ``claimed`` moves it to executing with
-# the legality condition in its WHERE (compare-and-swap, re-checked on the locked row); ``logged`` and
-# ``attempt`` write its transition row and its Attempt. Plain SQL: the ORM cannot say LATERAL or
-# data-modifying CTEs, and this runs for every claim.
+# ``candidate`` walks the heads in that order and locks the first one that nobody else holds and is still
+# queued (SKIP LOCKED; the state is re-checked on the newest row version). The lock sits inside the lateral
+# lookup and nothing above it sorts, so the walk stops at the first lock taken: a sort there once made every
+# claim lock all the heads it looked at, and concurrent claimers then skipped them all and came back empty
+# while work was queued. ``claimed`` moves it to executing with the legality condition in its WHERE
+# (compare-and-swap, re-checked on the locked row); ``logged`` and ``attempt`` write its transition row and
+# its Attempt. Plain SQL: the ORM cannot say LATERAL or data-modifying CTEs, and this runs for every claim.
 _CLAIM_SQL = """
 WITH heads AS MATERIALIZED (
     SELECT head.id FROM {run} r
@@ -293,12 +296,11 @@ WITH heads AS MATERIALIZED (
     LIMIT {candidates:d}
 ), candidate AS MATERIALIZED (
     SELECT phase.id, phase.state FROM heads CROSS JOIN LATERAL (
-        SELECT one.id, one.state, one.run_id FROM {phase} one WHERE one.id = heads.id OFFSET 0
+        SELECT one.id, one.state FROM {phase} one
+        WHERE one.id = heads.id AND one.state = ANY(%(sources)s::text[])
+        FOR UPDATE SKIP LOCKED
     ) phase
-    WHERE phase.state = ANY(%(sources)s::text[])
-    ORDER BY phase.run_id
     LIMIT 1
-    FOR UPDATE OF phase SKIP LOCKED
 ), claimed AS (
     UPDATE {phase} p SET
         state = %(to_state)s::text, claim_epoch = p.claim_epoch + 1, attempt_count = p.attempt_count + 1,

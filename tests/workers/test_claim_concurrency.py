@@ -6,7 +6,7 @@ import threading
 from collections import Counter, defaultdict
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 
 from runs.engine.outcome import OutcomeKind, PhaseOutcome
 from runs.models import Attempt, Phase, PhaseState, RunState
@@ -92,3 +92,30 @@ def test_eight_claimers_take_every_phase_exactly_once_and_one_per_run_at_a_time(
         assert ledger.order[run.pk] == in_sequence
         run.refresh_from_db()
         assert run.state == RunState.COMPLETE
+
+
+def test_a_claim_locks_only_the_phase_it_takes_and_takes_the_oldest_run_first():
+    # A claim that also locked the other heads it looked at would make every concurrent claimer skip them
+    # (SKIP LOCKED) and come back empty while work is queued.
+    project = make_project()
+    runs = [make_run(project, phases=3, state=RunState.RUNNING) for _ in range(5)]
+    seen_by_other: list[int] = []
+
+    def other_connection() -> None:
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT id FROM runs_phase WHERE state = 'queued' ORDER BY id FOR UPDATE SKIP LOCKED")
+                seen_by_other.extend(row[0] for row in cursor.fetchall())
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        claim = phase_claim(worker="holder")
+        other = threading.Thread(target=other_connection)
+        other.start()
+        other.join(timeout=30)
+
+    first_phase = Phase.objects.filter(run=runs[0]).order_by("sequence").first()
+    assert claim is not None and claim.phase_id == first_phase.pk
+    every_phase = set(Phase.objects.filter(run__in=runs).values_list("pk", flat=True))
+    assert seen_by_other == sorted(every_phase - {claim.phase_id})

@@ -160,3 +160,16 @@ def integer_id_parameters(result: dict, generator: Any, request: Any, public: bo
                 if parameter.get("in") == "path" and parameter.get("name") == "id":
                     parameter["schema"] = {"type": "integer"}
     return result
+
+
+def doc_excludes() -> list[type]:
+    """Classes whose docstrings never describe an API schema (``GET_LIB_DOC_EXCLUDES``).
+
+    drf-spectacular's own list (DRF's base classes), plus our implementation mixins: a serializer without a
+    docstring of its own must not be described by a mixin's notes on how it works.
+    """
+    from drf_spectacular.plumbing import get_lib_doc_excludes
+
+    from runs.executor_api import LightFields
+
+    return [*get_lib_doc_excludes(), LightFields, IdLookupMixin]

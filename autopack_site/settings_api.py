@@ -92,6 +92,7 @@ SPECTACULAR_SETTINGS = {
         "LedgerEntryStatusEnum": "research.models.EntryStatus",
     },
     "SCHEMA_PATH_PREFIX": r"/api/",
+    "GET_LIB_DOC_EXCLUDES": "autopack_site.api_errors.doc_excludes",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "autopack_site.api_errors.integer_id_parameters",

@@ -98,6 +98,8 @@ class JsonObjectField(serializers.DictField):
 
 
 class ClaimInput(LightFields, serializers.Serializer):
+    """Who is claiming and, optionally, which runs to take work from."""
+
     worker = serializers.RegexField(WORKER_ID, help_text="This executor's name; part of its lease identity.")
     runs = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
@@ -108,15 +110,21 @@ class ClaimInput(LightFields, serializers.Serializer):
 
 
 class LeaseInput(LightFields, serializers.Serializer):
+    """The lease a request acts under: the executor's name and the claim epoch its claim returned."""
+
     worker = serializers.RegexField(WORKER_ID)
     epoch = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="The claim epoch of the lease.")
 
 
 class HeartbeatInput(LeaseInput):
+    """The lease to extend and, optionally, the stage the attempt has reached."""
+
     stage = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
 
 class EventInput(LeaseInput):
+    """A stage event to append to the attempt, under the lease."""
+
     stage = serializers.CharField(max_length=32)
     kind = serializers.CharField(max_length=32)
     data = JsonObjectField(required=False, default=dict, help_text="The event's JSON object.")
@@ -139,7 +147,7 @@ class EventInput(LeaseInput):
 
 
 class OutcomeInput(LightFields, serializers.Serializer):
-    """``runs.engine.outcome.PhaseOutcome`` as JSON (``PhaseOutcome.as_dict()``)."""
+    """How the attempt ended, what it changed and what it cost."""
 
     kind = serializers.ChoiceField(choices=[kind.value for kind in OutcomeKind])
     reason = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
@@ -179,10 +187,14 @@ class OutcomeInput(LightFields, serializers.Serializer):
 
 
 class FinishInput(LeaseInput):
+    """The attempt's outcome, under the lease."""
+
     outcome = OutcomeInput()
 
 
 class ReleaseInput(LeaseInput):
+    """Give the phase back without a verdict, under the lease."""
+
     reason = serializers.CharField(max_length=500, required=False, default="released by executor")
 
 
@@ -201,7 +213,11 @@ class ClaimBody(serializers.Serializer):
 
 class ClaimOutput(serializers.Serializer):
     claim = ClaimBody()
-    spec = serializers.DictField(help_text="PhaseSpec.to_dict(): everything the engine needs for the attempt.")
+    spec = serializers.DictField(
+        help_text="Everything the executor's engine needs for the attempt: the phase, its scope, deliverables and "
+        "acceptance criteria, the project and branch, the test command, models and prices, budgets, history, and "
+        "the insights, memory and research context the server gathered."
+    )
 
 
 class HeartbeatOutput(serializers.Serializer):
@@ -341,8 +357,8 @@ class EventView(ExecutorView):
 class FinishView(ExecutorView):
     @extend_schema(
         summary="Post the attempt's outcome.",
-        description="Applies the outcome like a local worker's (``phase_finish``), then records the attempt's "
-        "goal drift and enqueues its memory follow-ups.",
+        description="Applies the outcome exactly as a server-side worker's outcome is applied (commit, retry, "
+        "block or fail the phase), then records the attempt's goal drift and enqueues its memory follow-ups.",
         parameters=[PHASE_ID],
         request=FinishInput,
         responses=PhaseStateOutput,

@@ -147,16 +147,29 @@ class RunDetailSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class RunCreateInputSerializer(serializers.Serializer):
-    plan = serializers.JSONField(help_text="The plan document: a JSON object, or its YAML/JSON text as a string.")
-    source_name = serializers.CharField(max_length=200, default="api", help_text="Where the plan came from.")
-    start = serializers.BooleanField(default=False, help_text="Start the run right after import.")
-    replace = serializers.BooleanField(default=False, help_text="Replace an identical queued run of this plan.")
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "object", "description": "The plan as a JSON object (docs/plan-format.md)."},
+            {"type": "string", "minLength": 1, "description": "The plan's YAML or JSON text."},
+        ]
+    }
+)
+class PlanDocumentField(serializers.JSONField):
+    """A plan document: a JSON object, or YAML/JSON text; any other JSON value is a 400."""
 
-    def validate_plan(self, value: Any) -> Any:
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
         if not isinstance(value, dict | str):
             raise serializers.ValidationError("The plan must be a JSON object or a string.")
         return value
+
+
+class RunCreateInputSerializer(serializers.Serializer):
+    plan = PlanDocumentField(help_text="The plan document: a JSON object, or its YAML/JSON text as a string.")
+    source_name = serializers.CharField(max_length=200, default="api", help_text="Where the plan came from.")
+    start = serializers.BooleanField(default=False, help_text="Start the run right after import.")
+    replace = serializers.BooleanField(default=False, help_text="Replace an identical queued run of this plan.")
 
 
 class RunCreatedSerializer(serializers.Serializer):

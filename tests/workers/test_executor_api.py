@@ -208,6 +208,13 @@ def test_the_schema_documents_every_executor_operation_with_bodies_and_error_sha
             assert "404" in operation["responses"]
     outcome = schema["components"]["schemas"]["OutcomeInputRequest"]["properties"]
     assert outcome["input_tokens"]["maximum"] == 10**12 and outcome["budget_override"]["maximum"] == 2**31 - 1
+    # Each request body is described by its own docstring, never by the notes of an implementation mixin.
+    from runs.executor_api import LightFields
+
+    mixin_notes = LightFields.__doc__.splitlines()[0]
+    for name in ("Claim", "Heartbeat", "Event", "Finish", "Release", "Outcome"):
+        description = schema["components"]["schemas"][f"{name}InputRequest"]["description"]
+        assert description and mixin_notes not in description, name
 
 
 # --- follow-ups and research ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.request import Request
@@ -20,7 +19,7 @@ from rest_framework.views import APIView
 from autopack_site.api_pagination import CursorPagination
 from runs.api import MAX_ID
 from runs.models import Run
-from telemetry import queries
+from telemetry import api_schemas, queries
 from telemetry.models import AbTestResult, LlmUsageEvent
 
 
@@ -77,7 +76,7 @@ class UsageByPeriodView(APIView):
     @extend_schema(
         summary="Token and cost totals per day, week or month",
         parameters=[UsageQuerySerializer],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: api_schemas.UsageSerializer},
         tags=["telemetry"],
     )
     def get(self, request: Request) -> Response:
@@ -97,7 +96,7 @@ class UsageByPeriodView(APIView):
 class RunStatusView(APIView):
     @extend_schema(
         summary="Progress, tokens, cost and budget use of a run",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: api_schemas.RunStatusSerializer},
         tags=["telemetry"],
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -107,9 +106,9 @@ class RunStatusView(APIView):
 class RunMetricsView(APIView):
     @extend_schema(
         summary="Consolidated token metrics of a run in four independent categories",
-        description="spent (real), context tokens avoided (measured), Doctor tokens avoided (estimate), "
+        description="Spent (real), context tokens avoided (measured), Doctor tokens avoided (estimate), "
         "A/B measured delta. The categories never overlap and must not be added together.",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: api_schemas.RunMetricsSerializer},
         tags=["telemetry"],
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -120,7 +119,7 @@ class EstimatorAccuracyView(APIView):
     @extend_schema(
         summary="Token estimator accuracy (SMAPE excludes truncated events)",
         parameters=[AccuracyQuerySerializer],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: api_schemas.EstimatorAccuracySerializer},
         tags=["telemetry"],
     )
     def get(self, request: Request) -> Response:
@@ -208,7 +207,7 @@ class AbResultSerializer(serializers.ModelSerializer):
 
 
 class AbResultListView(generics.ListAPIView):
-    """Stored ``ab_compare`` results. Staff only see all; others see results whose runs are all theirs."""
+    """Stored ``ab_compare`` results. Staff see all; others see results whose runs are all theirs."""
 
     serializer_class = AbResultSerializer
     pagination_class = KeysetPagination

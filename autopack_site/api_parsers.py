@@ -25,7 +25,7 @@ class LimitedJSONParser(JSONParser):
         limit = settings.API_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise RequestTooLarge(f"Request body exceeds {limit} bytes.")
         body = stream.read(limit + 1)
         if len(body) > limit:

@@ -74,7 +74,7 @@ class RunFilters:
         if self.query:
             condition = Q(name__icontains=self.query) | Q(goal__icontains=self.query)
             condition |= Q(project__slug__icontains=self.query) | Q(branch__icontains=self.query)
-            if self.query.lstrip("#").isdigit():
+            if self.query.lstrip("#").isascii() and self.query.lstrip("#").isdigit():
                 condition |= Q(pk=int(self.query.lstrip("#")))
             runs = runs.filter(condition)
         return runs

@@ -104,7 +104,7 @@ def _error_order(error: PlanError) -> tuple[Any, ...]:
     """Document order: ``phases[10]`` after ``phases[2]``, which plain string sorting gets wrong."""
     parts: list[tuple[int, Any, Any]] = []
     for token in error.path.replace("]", "").replace("[", ".").split("."):
-        if token.isdigit():
+        if token.isascii() and token.isdigit():  # '³'.isdigit() is true too, and int('³') fails
             parts.append((0, int(token), ""))
         else:  # top-level fields in the order a plan is written, nested ones alphabetically
             parts.append((1, _TOP_LEVEL_ORDER.get(token, len(_TOP_LEVEL_ORDER)) if not parts else 0, token))

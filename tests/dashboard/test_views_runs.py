@@ -96,6 +96,8 @@ def test_runs_list_filters_by_state_project_and_search(operator_client, project,
     assert shown("q=yaml+anchors") == {queued.pk}
     assert shown(f"q=%23{running.pk}") == {running.pk}
     assert "No runs match these filters" in operator_client.get("/runs/?q=nothing-like-this").content.decode()
+    # A Unicode digit that int() cannot read ('³'.isdigit() is true) is plain text to search, not an error.
+    assert shown("q=%23%C2%B3") == set()
 
 
 def test_htmx_poll_gets_only_the_table_partial_and_keeps_polling(operator_client, project) -> None:

@@ -164,6 +164,15 @@ def test_top_level_errors_come_in_the_order_a_plan_is_written() -> None:
     ]
 
 
+@pytest.mark.parametrize("key", ["³", "٣", "10"])
+def test_a_stray_key_that_looks_like_a_number_is_reported_not_a_crash(key: str) -> None:
+    plan = valid_plan()
+    plan[key] = {}
+    plan["phases"][0][key] = 1
+    errors = errors_of(plan)
+    assert errors and all(isinstance(error, str) for error in errors)
+
+
 def test_several_errors_are_reported_at_once_in_document_order() -> None:
     plan = valid_plan()
     plan["phases"] = [copy.deepcopy(plan["phases"][0]) for _ in range(12)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def iso_date(value: str) -> date:
     """A day, YYYY-MM-DD, or a number of days back from today (UTC): ``7d`` is a week ago."""
-    if value.endswith("d") and value[:-1].isdigit():
+    if value.endswith("d") and value[:-1].isascii() and value[:-1].isdigit():
         return datetime.now(UTC).date() - timedelta(days=int(value[:-1]))
     try:
         return date.fromisoformat(value)

@@ -15,7 +15,8 @@ import jsonschema
 
 
 @functools.cache
-def _openapi() -> dict[str, Any]:
+def openapi_document() -> dict[str, Any]:
+    """The whole API's OpenAPI document, generated once per test process (treat it as read-only)."""
     from drf_spectacular.generators import SchemaGenerator
 
     return SchemaGenerator().get_schema(request=None, public=True)
@@ -39,7 +40,7 @@ def _strict(node: Any) -> Any:
 
 def response_schema(path: str, method: str = "get", status: int = 200) -> dict[str, Any]:
     """The JSON Schema of ``method path``'s ``status`` response body (path as in the schema: ``/api/x/{id}/``)."""
-    openapi = _openapi()
+    openapi = openapi_document()
     body = openapi["paths"][path][method]["responses"][str(status)]["content"]["application/json"]["schema"]
     return {
         **_strict(copy.deepcopy(body)),

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
 from telemetry import services
 from telemetry.models import LlmUsageEvent
+from tests.factories import make_user
 
 _request_numbers = itertools.count(1)
 
@@ -33,3 +35,16 @@ def record_call() -> Callable[..., LlmUsageEvent]:
         return services.usage_record(**fields)
 
     return record
+
+
+@pytest.fixture
+def member():
+    return make_user()
+
+
+@pytest.fixture
+def client(member) -> APIClient:
+    """An API client signed in as ``member``, who belongs to no project until a test adds them."""
+    api = APIClient()
+    api.force_authenticate(member)
+    return api

@@ -14,18 +14,6 @@ AT = datetime(2026, 11, 3, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def member():
-    return make_user()
-
-
-@pytest.fixture
-def client(member):
-    api = APIClient()
-    api.force_authenticate(member)
-    return api
-
-
-@pytest.fixture
 def my_run(member):
     project = make_project("mine")
     add_member(member, project)

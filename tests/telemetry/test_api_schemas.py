@@ -20,18 +20,6 @@ COMMIT = "3f47d86a0c1e5b2a9d7e6f5a4b3c2d1e0f9a8b7c"
 
 
 @pytest.fixture
-def member():
-    return make_user()
-
-
-@pytest.fixture
-def client(member):
-    api = APIClient()
-    api.force_authenticate(member)
-    return api
-
-
-@pytest.fixture
 def project(member):
     project = make_project("mine")
     add_member(member, project)
